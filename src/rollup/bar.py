@@ -1,0 +1,153 @@
+"""The `Bar` value, its combine operation and the one definition of the bar columns.
+
+The bar semantics are the contract of rollup (see docs/semantics.md):
+open/close are the prices of the earliest/latest trade by (ts, trade_id); high/low are the
+max/min price; volume is the sum of quantities; quote_volume the exact sum of price x quantity;
+trade_count the number of trades; vwap = quote_volume / volume rounded half-up to 8 decimals
+(None when volume is zero). Combining bars of adjacent windows gives exactly the bar of the
+union window, which is what makes every level of the cascade exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Context, Decimal
+
+import attrs
+
+PRICE_SCALE = 8
+QUOTE_SCALE = 16
+_EIGHT = Decimal(1).scaleb(-PRICE_SCALE)
+_WIDE = Context(prec=80)
+
+
+@attrs.frozen
+class Column:
+    """A neutral column description from which Spark and Iceberg schemas are derived."""
+
+    name: str
+    type: str  # 'string', 'long', 'timestamp', 'date' or 'decimal(p,s)'
+    nullable: bool = True
+    doc: str = ""
+
+
+PRICE = "decimal(18,8)"
+QUANTITY = "decimal(20,8)"
+VOLUME = "decimal(38,8)"
+QUOTE = "decimal(38,16)"
+
+TRADE_COLUMNS: tuple[Column, ...] = (
+    Column("exchange", "string", False, "venue code"),
+    Column("symbol", "string", False, "instrument code"),
+    Column("trade_id", "long", False, "64-bit id, unique per (exchange, symbol); tie-break"),
+    Column("ts", "timestamp", False, "trade time, UTC, microseconds"),
+    Column("price", PRICE, False, "trade price, up to 8 decimals"),
+    Column("quantity", QUANTITY, False, "trade quantity, up to 8 decimals"),
+    Column("side", "string", True, "buy, sell or null"),
+    Column("ingested_at", "timestamp", True, "when rollup ingested the row"),
+)
+
+REJECTED_COLUMNS: tuple[Column, ...] = (
+    *(Column(name, "string", True, "original text") for name in
+      ("exchange", "symbol", "trade_id", "ts", "price", "quantity", "side")),
+    Column("source_file", "string", True, "file the row came from"),
+    Column("source_row", "long", True, "1-based data row within the file"),
+    Column("reason", "string", False, "why the row was set aside"),
+    Column("rejected_at", "timestamp", False, "when it was quarantined"),
+    Column("ingest_id", "string", True, "id of the ingest run"),
+)
+
+BAR_COLUMNS: tuple[Column, ...] = (
+    Column("exchange", "string", False, "venue code"),
+    Column("symbol", "string", False, "instrument code"),
+    Column("window_start", "timestamp", False, "window start, inclusive, UTC"),
+    Column("window_end", "timestamp", False, "window end, exclusive, UTC"),
+    Column("window_date", "date", False, "UTC date of window_start (partition key)"),
+    Column("open", PRICE, False, "price of the earliest trade by (ts, trade_id)"),
+    Column("high", PRICE, False, "highest price"),
+    Column("low", PRICE, False, "lowest price"),
+    Column("close", PRICE, False, "price of the latest trade by (ts, trade_id)"),
+    Column("volume", VOLUME, False, "sum of quantities"),
+    Column("quote_volume", QUOTE, False, "exact sum of price x quantity"),
+    Column("trade_count", "long", False, "number of trades"),
+    Column("vwap", PRICE, True, "quote_volume / volume, half-up to 8 decimals; null if volume 0"),
+    Column("created_at", "timestamp", False, "when the bar was first written"),
+    Column("updated_at", "timestamp", False, "when the bar's values last changed"),
+    Column("run_id", "string", False, "id of the run that last changed the bar"),
+)
+
+VALUE_COLUMNS: tuple[str, ...] = (
+    "open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap",
+)
+KEY_COLUMNS: tuple[str, ...] = ("exchange", "symbol", "window_start")
+LINEAGE_COLUMNS: tuple[str, ...] = ("created_at", "updated_at", "run_id")
+
+
+def vwap_of(quote_volume: Decimal, volume: Decimal) -> Decimal | None:
+    """quote_volume / volume rounded half-up to 8 decimals; None for zero volume."""
+    if volume == 0:
+        return None
+    return _WIDE.divide(quote_volume, volume).quantize(_EIGHT, rounding=ROUND_HALF_UP)
+
+
+@attrs.frozen
+class Bar:
+    """One OHLCV bar of one instrument over [window_start, window_end)."""
+
+    exchange: str
+    symbol: str
+    window_start: datetime
+    window_end: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+    trade_count: int
+
+    @property
+    def vwap(self) -> Decimal | None:
+        return vwap_of(self.quote_volume, self.volume)
+
+    @classmethod
+    def of_trade(
+        cls, exchange: str, symbol: str, window_start: datetime, window_end: datetime,
+        price: Decimal, quantity: Decimal,
+    ) -> Bar:
+        """The bar of a single trade."""
+        return cls(exchange, symbol, window_start, window_end, price, price, price, price,
+                   quantity, _WIDE.multiply(price, quantity), 1)
+
+    def combine(self, later: Bar) -> Bar:
+        """The bar of the union of two adjacent windows; `later` must follow `self`.
+
+        Associative: (a + b) + c == a + (b + c).
+        """
+        if (self.exchange, self.symbol) != (later.exchange, later.symbol):
+            raise ValueError(
+                f"cannot combine bars of {self.exchange}/{self.symbol} and "
+                f"{later.exchange}/{later.symbol}"
+            )
+        if later.window_start < self.window_end:
+            raise ValueError(
+                f"cannot combine bar at {later.window_start} before the end {self.window_end}"
+            )
+        return Bar(
+            self.exchange, self.symbol, self.window_start, later.window_end,
+            self.open, max(self.high, later.high), min(self.low, later.low), later.close,
+            self.volume + later.volume, _WIDE.add(self.quote_volume, later.quote_volume),
+            self.trade_count + later.trade_count,
+        )
+
+
+def combine_all(bars: Iterable[Bar]) -> Bar | None:
+    """Fold bars (in any order) into one by window order; None for no bars (the identity)."""
+    ordered = sorted(bars, key=lambda b: b.window_start)
+    if not ordered:
+        return None
+    result = ordered[0]
+    for bar in ordered[1:]:
+        result = result.combine(bar)
+    return result

@@ -1,0 +1,267 @@
+"""Run levels: find what changed in the parent, recompute those windows, write, record.
+
+Every run recomputes whole windows (merge levels) or whole partitions (overwrite levels)
+from the parent level and never increments a stored value, so running twice, crashing
+half-way or overlapping with another run all converge to the exact bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+
+import attrs
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from rollup import state
+from rollup.errors import ConcurrentRunError
+from rollup.plans import Rollup, TimeRange, bucket, dates_in, merge_ranges
+from rollup.sink import WriteResult, merge_bars, overwrite_partitions
+from rollup.tables import Tables
+from rollup.timeframes import Level, Timeframe
+
+log = logging.getLogger("rollup")
+
+_CONFLICT_MARKERS = (
+    "ValidationException",
+    "CommitFailedException",
+    "Found conflicting files",
+    "conflicting",
+)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+@attrs.frozen
+class LevelResult:
+    """What one level run did."""
+
+    level: str
+    status: str  # 'written', 'unchanged', 'up-to-date', 'no-input'
+    run_id: str
+    parent_snapshot: int | None
+    windows: int = 0
+    changed: int = 0
+    deleted: int = 0
+    partitions: int = 0
+    full: bool = False
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        scope = "full" if self.full else f"{self.windows} windows"
+        if self.status == "written":
+            return (f"{self.level}: wrote {self.changed} bars ({scope}"
+                    + (f", {self.partitions} partitions" if self.partitions else "")
+                    + f") in {self.seconds:.1f}s")
+        return f"{self.level}: {self.status} in {self.seconds:.1f}s"
+
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _partition_ranges(starts: Sequence[datetime], level: Level) -> list[TimeRange]:
+    """Whole partitions (days or months of window_date) holding the given window starts."""
+    spans: set[TimeRange] = set()
+    for start in starts:
+        day = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        if level.partitioning == "days":
+            spans.add((day, day + timedelta(days=1)))
+        else:
+            first = day.replace(day=1)
+            nxt = (first + timedelta(days=32)).replace(day=1)
+            spans.add((first, nxt))
+    merged: list[TimeRange] = []
+    for lo, hi in sorted(spans):
+        if merged and merged[-1][1] >= lo:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _dates(ranges: Sequence[TimeRange]) -> list[date]:
+    return [d.date() for d in dates_in(ranges)]
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _CONFLICT_MARKERS)
+
+
+@attrs.frozen
+class Changes:
+    """Windows of a level touched by new parent rows; `full` means recompute everything."""
+
+    full: bool
+    keys: DataFrame | None = None
+    starts: tuple[datetime, ...] = ()
+
+
+def changed_windows(
+    tables: Tables, level: Level, since: int | None, until: int
+) -> Changes:
+    """The level's windows that parent snapshots after `since` (up to `until`) touched."""
+    spark = tables.spark
+    parent = tables.parent_of(level)
+    if since is None:
+        return Changes(full=True)
+    chain = state.snapshots_since(spark, parent, since, until)
+    if chain is None:
+        log.warning("position %s of %s is not in the history of %s; recomputing all",
+                    since, level.name, parent)
+        return Changes(full=True)
+    ids = [s.snapshot_id for s in chain if s.operation in state.DATA_OPERATIONS]
+    files = state.added_data_files(spark, parent, ids)
+    if not files:
+        return Changes(full=False)
+    rows = state.read_files(spark, files)
+    time_col = "ts" if level.parent is None else "window_start"
+    keys = (
+        bucket(rows.select("exchange", "symbol", time_col), time_col, level.timeframe)
+        .select("exchange", "symbol", "window_start")
+        .distinct()
+        .localCheckpoint()
+    )
+    starts = tuple(
+        r.window_start.replace(tzinfo=UTC)
+        for r in keys.select("window_start").distinct().collect()
+    )
+    return Changes(full=False, keys=keys, starts=starts)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def run_level(
+    tables: Tables,
+    level: Level | str,
+    *,
+    run_id: str | None = None,
+    full: bool = False,
+    max_attempts: int = 3,
+    progress: Progress | None = None,
+) -> LevelResult:
+    """Bring one level up to date with its parent; retried when a concurrent run wins."""
+    lv = tables.dag.level(level) if isinstance(level, str) else level
+    run_id = run_id or new_run_id()
+    for attempt in range(1, max_attempts + 1):
+        try:
+            return _run_level_once(tables, lv, run_id=run_id, full=full, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - classify Iceberg commit conflicts
+            if not _is_conflict(exc):
+                raise
+            if attempt == max_attempts:
+                raise ConcurrentRunError(
+                    f"level {lv.name}: another run kept committing to {lv.table} "
+                    f"({attempt} attempts); the tables are consistent, run again later"
+                ) from exc
+            wait = 0.5 * attempt
+            (progress or _stderr)(
+                f"{lv.name}: concurrent commit detected, retrying in {wait:.1f}s"
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _run_level_once(
+    tables: Tables, level: Level, *, run_id: str, full: bool, progress: Progress | None
+) -> LevelResult:
+    spark = tables.spark
+    started = time.monotonic()
+    now = datetime.now(UTC)
+    target = tables.bars(level)
+    parent = tables.parent_of(level)
+    parent_snapshot = state.current_snapshot(spark, parent)
+
+    def done(status: str, **kw: object) -> LevelResult:
+        return LevelResult(level.name, status, run_id, parent_snapshot,
+                           seconds=time.monotonic() - started, **kw)  # type: ignore[arg-type]
+
+    if parent_snapshot is None:
+        return done("no-input")
+    since = None if full else state.position(spark, target)
+    if since == parent_snapshot:
+        return done("up-to-date")
+    target_snapshot = state.current_snapshot(spark, target)
+    changes = changed_windows(tables, level, since, parent_snapshot)
+    stamp = now.isoformat()
+    if not changes.full and not changes.starts:
+        state.set_position(spark, target, parent_snapshot, run_id, stamp)
+        return done("up-to-date")
+
+    source = spark.table(parent)
+    rollup = Rollup(level)
+    if progress:
+        what = "all windows" if changes.full else f"{len(changes.starts)} window starts"
+        progress(f"{level.name}: recomputing {what} from {level.parent_name}")
+    result: WriteResult
+    partitions = 0
+    if level.write_mode == "merge":
+        if changes.full:
+            bars = rollup.plan(source)
+            result = merge_bars(spark, target, bars, run_id=run_id, now=now)
+        else:
+            ranges = merge_ranges([_aware(s) for s in changes.starts], level.timeframe)
+            bars = rollup.plan(source, ranges, changes.keys)
+            result = merge_bars(spark, target, bars, run_id=run_id, now=now,
+                                target_dates=_dates(ranges))
+    else:
+        partition_dates: list[date] | None = None
+        if changes.full:
+            bars = rollup.plan(source)
+        else:
+            part_ranges = _partition_ranges([_aware(s) for s in changes.starts], level)
+            bars = rollup.plan(source, part_ranges)
+            partitions = len(part_ranges)
+            partition_dates = _dates(part_ranges)
+        result = overwrite_partitions(
+            spark, target, bars, run_id=run_id, now=now,
+            partition_dates=partition_dates, validate_from_snapshot=target_snapshot,
+        )
+    state.set_position(spark, target, parent_snapshot, run_id, stamp)
+    windows = 0 if changes.full else len(changes.starts)
+    return done(
+        "written" if result.committed else "unchanged",
+        windows=windows, changed=result.changed, deleted=result.deleted,
+        partitions=partitions, full=changes.full,
+    )
+
+
+def run_cascade(
+    tables: Tables,
+    *,
+    up_to: str | Timeframe | None = None,
+    levels: Sequence[str] | None = None,
+    run_id: str | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+) -> list[LevelResult]:
+    """Run every level (or those needed for `up_to`, or the named `levels`) in DAG order."""
+    run_id = run_id or new_run_id()
+    if levels is not None:
+        chosen = [tables.dag.level(name) for name in levels]
+        order = [lv for lv in tables.dag.order() if lv in chosen]
+    elif up_to is not None:
+        order = tables.dag.up_to(up_to)
+    else:
+        order = tables.dag.order()
+    results = []
+    for lv in order:
+        result = run_level(tables, lv, run_id=run_id, full=full, progress=progress)
+        if progress:
+            progress(result.describe())
+        results.append(result)
+    return results

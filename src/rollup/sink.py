@@ -1,0 +1,133 @@
+"""Sinks: the only code that writes bars. MERGE for fast levels, partition overwrite for slow.
+
+Both sinks keep lineage honest: a bar whose values did not change keeps its created_at,
+updated_at and run_id, so re-running a job leaves every table identical.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+
+import attrs
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from rollup.bar import BAR_COLUMNS, KEY_COLUMNS, VALUE_COLUMNS
+
+
+@attrs.frozen
+class WriteResult:
+    """What a sink did: rows inserted or changed, rows deleted, and whether it committed."""
+
+    changed: int
+    deleted: int
+    committed: bool
+
+
+def _with_lineage(bars: DataFrame, run_id: str, now: datetime) -> DataFrame:
+    return (
+        bars.withColumn("created_at", F.lit(now).cast("timestamp"))
+        .withColumn("updated_at", F.lit(now).cast("timestamp"))
+        .withColumn("run_id", F.lit(run_id))
+        .select(*[c.name for c in BAR_COLUMNS])
+    )
+
+
+def _same_values(left: str, right: str) -> Column:
+    cond = F.lit(True)
+    for name in VALUE_COLUMNS:
+        cond = cond & F.col(f"{left}.{name}").eqNullSafe(F.col(f"{right}.{name}"))
+    return cond
+
+
+def _date_list_sql(dates: Sequence[date]) -> str:
+    # Dates are `datetime.date` values produced by rollup, rendered by isoformat: no user text.
+    return ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(set(dates)))
+
+
+def merge_bars(
+    spark: SparkSession,
+    table: str,
+    bars: DataFrame,
+    *,
+    run_id: str,
+    now: datetime,
+    target_dates: Sequence[date] | None = None,
+) -> WriteResult:
+    """MERGE recomputed bars into `table`: insert new windows, update changed ones.
+
+    `target_dates` limits the target scan to the partitions the bars can touch.
+    """
+    source = _with_lineage(bars, run_id, now).localCheckpoint()
+    target = spark.table(table)
+    if target_dates is not None:
+        target = target.where(F.col("window_date").isin(list(target_dates)))
+    changed = (
+        source.alias("s")
+        .join(target.alias("t"), list(KEY_COLUMNS), "left")
+        .where(F.col("t.trade_count").isNull() | ~_same_values("s", "t"))
+        .count()
+    )
+    if changed == 0:
+        return WriteResult(0, 0, False)
+    view = f"rollup_src_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.{k} = s.{k}" for k in KEY_COLUMNS)
+    if target_dates:
+        on += f" AND t.window_date IN ({_date_list_sql(target_dates)})"
+    differs = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in VALUE_COLUMNS)
+    updates = ", ".join(f"t.{c} = s.{c}" for c in (*VALUE_COLUMNS, "updated_at", "run_id"))
+    try:
+        spark.sql(
+            f"MERGE INTO {table} t USING {view} s ON {on} "
+            f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {updates} "
+            f"WHEN NOT MATCHED THEN INSERT *"
+        )
+    finally:
+        spark.catalog.dropTempView(view)
+    return WriteResult(changed, 0, True)
+
+
+def overwrite_partitions(
+    spark: SparkSession,
+    table: str,
+    bars: DataFrame,
+    *,
+    run_id: str,
+    now: datetime,
+    partition_dates: Sequence[date] | None,
+    validate_from_snapshot: int | None,
+) -> WriteResult:
+    """Replace whole partitions of `table` with `bars`, recomputed in full for them.
+
+    Unchanged bars keep their lineage. Nothing is committed when no bar changed. The commit
+    fails (and can be retried) if another writer changed the same partitions since
+    `validate_from_snapshot`. `partition_dates` None means the bars cover the whole table.
+    """
+    old = spark.table(table)
+    if partition_dates is not None:
+        old = old.where(F.col("window_date").isin(list(partition_dates)))
+    new = _with_lineage(bars, run_id, now)
+    joined = new.alias("s").join(old.alias("t"), list(KEY_COLUMNS), "left")
+    same = F.col("t.trade_count").isNotNull() & _same_values("s", "t")
+    merged = joined.select(
+        *[F.col(k) for k in KEY_COLUMNS],
+        *[F.col(f"s.{c.name}") for c in BAR_COLUMNS
+          if c.name not in KEY_COLUMNS and c.name not in ("created_at", "updated_at", "run_id")],
+        F.coalesce(F.col("t.created_at"), F.col("s.created_at")).alias("created_at"),
+        F.when(same, F.col("t.updated_at")).otherwise(F.col("s.updated_at")).alias("updated_at"),
+        F.when(same, F.col("t.run_id")).otherwise(F.col("s.run_id")).alias("run_id"),
+        same.alias("_same"),
+    ).localCheckpoint()
+    changed = merged.where(~F.col("_same")).count()
+    deleted = old.join(new, list(KEY_COLUMNS), "left_anti").count()
+    if changed == 0 and deleted == 0:
+        return WriteResult(0, 0, False)
+    writer = merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table)
+    writer = writer.option("isolation-level", "serializable")
+    if validate_from_snapshot is not None:
+        writer = writer.option("validate-from-snapshot-id", str(validate_from_snapshot))
+    writer.overwritePartitions()
+    return WriteResult(changed, deleted, True)

@@ -1,0 +1,6 @@
+"""Pure timeframe specs: the `Timeframe` value and the DAG of levels (no pyspark import)."""
+
+from rollup.timeframes.dag import TRADES, Dag, Level, parse_dag
+from rollup.timeframes.timeframe import Timeframe
+
+__all__ = ["TRADES", "Dag", "Level", "Timeframe", "parse_dag"]
