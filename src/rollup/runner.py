@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from rollup import state
-from rollup.errors import ConcurrentRunError
+from rollup.errors import ConcurrentRunError, InputError
 from rollup.plans import Rollup, TimeRange, bucket, dates_in, merge_ranges
 from rollup.sink import WriteResult, merge_bars, overwrite_partitions
 from rollup.tables import Tables
@@ -265,3 +265,64 @@ def run_cascade(
             progress(result.describe())
         results.append(result)
     return results
+
+
+def backfill(
+    tables: Tables,
+    start: datetime,
+    end: datetime,
+    *,
+    timeframe: str | Timeframe | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> list[LevelResult]:
+    """Recompute [start, end) of one level (default: the root levels) from its parent and
+    propagate upward, deleting bars whose windows no longer have any input (restated data).
+
+    Positions are not moved: a later incremental run only redoes work, never skips it.
+    """
+    run_id = run_id or new_run_id()
+    start, end = _aware(start), _aware(end)
+    if end <= start:
+        raise InputError(f"backfill end {end.isoformat()} is not after start {start.isoformat()}")
+    if timeframe is None:
+        roots = [lv for lv in tables.dag.order() if lv.parent is None]
+    else:
+        roots = [tables.dag.level(timeframe)]
+    todo: list[Level] = []
+    for root in roots:
+        todo += [lv for lv in tables.dag.descendants(root.name) if lv not in todo]
+    order = [lv for lv in tables.dag.order() if lv in todo]
+    results = []
+    for level in order:
+        began = time.monotonic()
+        tf = level.timeframe
+        lo = tf.floor(start)
+        hi = tf.floor(end - timedelta(microseconds=1)) + tf.duration
+        if level.write_mode == "overwrite":
+            ranges = _partition_ranges(
+                [lo + timedelta(days=d) for d in range((hi - lo).days + 1)], level)
+        else:
+            ranges = [(lo, hi)]
+        if progress:
+            progress(f"{level.name}: backfilling {ranges[0][0]:%Y-%m-%d %H:%M} .. "
+                     f"{ranges[-1][1]:%Y-%m-%d %H:%M}")
+        bars = Rollup(level).plan(tables.spark.table(tables.parent_of(level)), ranges)
+        result = replace_ranges(tables, level, bars, ranges, run_id=run_id)
+        results.append(LevelResult(level.name, "written" if result.committed else "unchanged",
+                                   run_id, None, changed=result.changed, deleted=result.deleted,
+                                   partitions=len(ranges),
+                                   seconds=time.monotonic() - began))
+        if progress:
+            progress(results[-1].describe())
+    return results
+
+
+def replace_ranges(
+    tables: Tables, level: Level, bars: DataFrame, ranges: Sequence[TimeRange], *, run_id: str
+) -> WriteResult:
+    """Make the level's bars in `ranges` equal `bars`: upsert changed, delete vanished."""
+    from rollup.sink import replace_bars
+
+    return replace_bars(tables.spark, tables.bars(level), bars, ranges, run_id=run_id,
+                        now=datetime.now(UTC))

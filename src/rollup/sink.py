@@ -14,7 +14,7 @@ import attrs
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from rollup.bar import BAR_COLUMNS, KEY_COLUMNS, VALUE_COLUMNS
+from rollup.bar import BAR_COLUMNS, KEY_COLUMNS, LINEAGE_COLUMNS, VALUE_COLUMNS
 
 
 @attrs.frozen
@@ -40,6 +40,28 @@ def _same_values(left: str, right: str) -> Column:
     for name in VALUE_COLUMNS:
         cond = cond & F.col(f"{left}.{name}").eqNullSafe(F.col(f"{right}.{name}"))
     return cond
+
+
+def _reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
+    """Join recomputed bars with stored ones: keep lineage of unchanged bars, count changes.
+
+    Returns the rows to write, the number of new or changed bars and of stored bars that
+    have no recomputed counterpart (which the write removes).
+    """
+    joined = new.alias("s").join(old.alias("t"), list(KEY_COLUMNS), "left")
+    same = F.col("t.trade_count").isNotNull() & _same_values("s", "t")
+    merged = joined.select(
+        *[F.col(k) for k in KEY_COLUMNS],
+        *[F.col(f"s.{c.name}") for c in BAR_COLUMNS
+          if c.name not in KEY_COLUMNS and c.name not in LINEAGE_COLUMNS],
+        F.coalesce(F.col("t.created_at"), F.col("s.created_at")).alias("created_at"),
+        F.when(same, F.col("t.updated_at")).otherwise(F.col("s.updated_at")).alias("updated_at"),
+        F.when(same, F.col("t.run_id")).otherwise(F.col("s.run_id")).alias("run_id"),
+        same.alias("_same"),
+    ).localCheckpoint()
+    changed = merged.where(~F.col("_same")).count()
+    deleted = old.join(new, list(KEY_COLUMNS), "left_anti").count()
+    return merged, changed, deleted
 
 
 def _date_list_sql(dates: Sequence[date]) -> str:
@@ -110,24 +132,42 @@ def overwrite_partitions(
     if partition_dates is not None:
         old = old.where(F.col("window_date").isin(list(partition_dates)))
     new = _with_lineage(bars, run_id, now)
-    joined = new.alias("s").join(old.alias("t"), list(KEY_COLUMNS), "left")
-    same = F.col("t.trade_count").isNotNull() & _same_values("s", "t")
-    merged = joined.select(
-        *[F.col(k) for k in KEY_COLUMNS],
-        *[F.col(f"s.{c.name}") for c in BAR_COLUMNS
-          if c.name not in KEY_COLUMNS and c.name not in ("created_at", "updated_at", "run_id")],
-        F.coalesce(F.col("t.created_at"), F.col("s.created_at")).alias("created_at"),
-        F.when(same, F.col("t.updated_at")).otherwise(F.col("s.updated_at")).alias("updated_at"),
-        F.when(same, F.col("t.run_id")).otherwise(F.col("s.run_id")).alias("run_id"),
-        same.alias("_same"),
-    ).localCheckpoint()
-    changed = merged.where(~F.col("_same")).count()
-    deleted = old.join(new, list(KEY_COLUMNS), "left_anti").count()
+    merged, changed, deleted = _reconcile(new, old)
     if changed == 0 and deleted == 0:
         return WriteResult(0, 0, False)
     writer = merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table)
     writer = writer.option("isolation-level", "serializable")
     if validate_from_snapshot is not None:
         writer = writer.option("validate-from-snapshot-id", str(validate_from_snapshot))
-    writer.overwritePartitions()
+    if partition_dates is None:
+        writer.overwritePartitions()
+    else:
+        writer.overwrite(F.col("window_date").isin(list(partition_dates)))
+    return WriteResult(changed, deleted, True)
+
+
+def replace_bars(
+    spark: SparkSession,
+    table: str,
+    bars: DataFrame,
+    ranges: Sequence[tuple[datetime, datetime]],
+    *,
+    run_id: str,
+    now: datetime,
+) -> WriteResult:
+    """In one commit, make the rows of `table` with window_start in `ranges` equal `bars`.
+
+    Unchanged bars keep their lineage; bars absent from `bars` are deleted. Used by backfill
+    (restated trades) where windows may vanish.
+    """
+    from rollup.plans import dates_in, in_ranges
+
+    dates = [d.date() for d in dates_in(ranges)]
+    in_scope = in_ranges("window_start", ranges) & F.col("window_date").isin(dates)
+    old = spark.table(table).where(in_scope)
+    new = _with_lineage(bars.where(in_ranges("window_start", ranges)), run_id, now)
+    merged, changed, deleted = _reconcile(new, old)
+    if changed == 0 and deleted == 0:
+        return WriteResult(0, 0, False)
+    merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table).overwrite(in_scope)
     return WriteResult(changed, deleted, True)

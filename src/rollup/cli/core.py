@@ -1,0 +1,149 @@
+"""Core commands: init, ingest, run, backfill, bars, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rollup.cli.common import progress, tables_from
+from rollup.errors import InputError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("init", help="create the namespace and tables (idempotent)")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("ingest", help="append trades from CSV or Parquet files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=("csv", "parquet"), help="file format (default: by suffix)")
+    p.add_argument("--time-unit", choices=("s", "ms", "us", "ns"),
+                   help="ts holds epoch numbers in this unit (default: ISO-8601 text)")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("run", help="bring every level (or those up to --timeframe) up to date")
+    p.add_argument("--timeframe", help="run only the levels needed for this timeframe")
+    p.add_argument("--full", action="store_true", help="recompute everything, ignore positions")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("backfill", help="recompute a time range from the trades and propagate up")
+    p.add_argument("--start", required=True, help="ISO-8601 start (UTC when no offset)")
+    p.add_argument("--end", required=True, help="ISO-8601 end, exclusive")
+    p.add_argument("--timeframe", help="start from this level instead of the root")
+    p.set_defaults(handler=cmd_backfill)
+
+    p = sub.add_parser("bars", help="read bars of one timeframe")
+    p.add_argument("timeframe")
+    p.add_argument("--exchange")
+    p.add_argument("--symbol")
+    p.add_argument("--start", help="window_start >= START (ISO-8601, UTC)")
+    p.add_argument("--end", help="window_start < END (ISO-8601, UTC)")
+    p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))
+    p.add_argument("--output", help="write to this file instead of stdout")
+    p.add_argument("--limit", type=int, help="at most this many bars")
+    p.set_defaults(handler=cmd_bars)
+
+    p = sub.add_parser("status", help="per level: last run, position, newest bar, lag")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("demo", help="ingest a synthetic day of trades and roll it up")
+    p.add_argument("--trades", type=int, default=200_000, help="number of trades (default 200000)")
+    p.add_argument("--symbols", type=int, default=5)
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    tables = tables_from(args, create=False)
+    created = tables.create_all()
+    print(f"created {', '.join(created)}" if created else "all tables already exist")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rollup.ingest import ingest_files
+
+    tables = tables_from(args)
+    reports, errors = ingest_files(tables, args.files, fmt=args.format, time_unit=args.time_unit)
+    for report in reports:
+        print(report.describe())
+    for error in errors:
+        print(f"rollup: error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rollup.runner import run_cascade
+
+    tables = tables_from(args)
+    if args.timeframe:
+        tables.dag.level(args.timeframe)
+    results = run_cascade(tables, up_to=args.timeframe, full=args.full, progress=progress)
+    if args.json:
+        print(json.dumps([_result_json(r) for r in results], indent=2))
+    else:
+        for r in results:
+            print(r.describe())
+    return 0
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    import attrs
+
+    return attrs.asdict(result)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from rollup.runner import backfill
+    from rollup.times import parse_instant
+
+    start, end = parse_instant(args.start, "start"), parse_instant(args.end, "end")
+    tables = tables_from(args)
+    for r in backfill(tables, start, end, timeframe=args.timeframe, progress=progress):
+        print(r.describe())
+    return 0
+
+
+def cmd_bars(args: argparse.Namespace) -> int:
+    from rollup.export import select_bars, to_pandas_utc, write_frame
+
+    if args.limit is not None and args.limit < 0:
+        raise InputError(f"invalid --limit {args.limit}: expected a number >= 0")
+    tables = tables_from(args, create=False)
+    df = select_bars(tables, args.timeframe, exchange=args.exchange, symbol=args.symbol,
+                     start=args.start, end=args.end)
+    if args.limit is not None:
+        df = df.limit(args.limit)
+    write_frame(to_pandas_utc(df), args.format, args.output)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rollup.status import level_status
+
+    rows = level_status(tables_from(args))
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+        return 0
+    header = f"{'level':6} {'parent':7} {'bars':>9} {'newest bar (UTC)':22} {'lag':>10} " \
+             f"{'pending':8} last run"
+    print(header)
+    for r in rows:
+        newest = r.newest_window_start.strftime("%Y-%m-%d %H:%M") if r.newest_window_start else "-"
+        lag = f"{r.lag_seconds:.0f}s" if r.lag_seconds is not None else "-"
+        print(f"{r.level:6} {r.parent:7} {r.bars:>9} {newest:22} {lag:>10} "
+              f"{'yes' if r.pending else 'no':8} {r.last_run_id or '-'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rollup.demo import run_demo
+
+    if args.trades <= 0 or args.symbols <= 0:
+        raise InputError(f"invalid demo size {args.trades} trades / {args.symbols} symbols: "
+                         "expected positive numbers")
+    tables = tables_from(args)
+    run_demo(tables, trades=args.trades, symbols=args.symbols, progress=progress)
+    return 0

@@ -1,0 +1,275 @@
+"""Spark session setup: a local SparkSession with an Iceberg (Hadoop) catalog.
+
+``get_spark()`` builds a session tuned for a small local box, with the Iceberg runtime on the
+classpath (see ``rollup.jars``). ``configure_session()`` adapts a session the user built
+(notebook, spark-submit) and checks that it has the Iceberg catalog rollup needs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rollup.errors import ConfigError, EngineError
+from rollup.jars import atomic_write, cache_dir_default, spark_jar_conf
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DEFAULT_CATALOG = "rollup"
+DEFAULT_NAMESPACE = "market_data"
+DEFAULT_MASTER = "local[2]"
+DEFAULT_DRIVER_MEMORY = "4g"
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+JAVA_MISSING = (
+    "Java 17 not found: install OpenJDK 17 (e.g. apt-get install openjdk-17-jre-headless) "
+    "or set JAVA_HOME"
+)
+
+_CATALOG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b, file:///p, file:/p; not C:/
+_LOCK = threading.Lock()
+
+# Runtime SQL confs rollup relies on: UTC timestamps and per-partition INSERT OVERWRITE.
+SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+}
+
+
+def validate_catalog(catalog: str) -> str:
+    """Return ``catalog`` if it is a plain identifier, else raise ConfigError."""
+    if not isinstance(catalog, str) or not _CATALOG_RE.fullmatch(catalog):
+        raise ConfigError(
+            f"invalid catalog name {catalog!r}: use letters, digits and '_' (not first digit)"
+        )
+    return catalog
+
+
+def resolve_warehouse(warehouse: str | Path | None) -> str:
+    """The Iceberg warehouse location: argument, else ``$ROLLUP_WAREHOUSE``, else ./warehouse.
+
+    URIs (``s3://...``, ``file:///...``) are returned unchanged; a local path is made absolute
+    and the directory is created and checked for write access.
+    """
+    value = warehouse if warehouse is not None else os.environ.get("ROLLUP_WAREHOUSE") or None
+    if value is None:
+        value = "warehouse"
+    text = str(value)
+    if _URI_RE.match(text):
+        return text
+    path = Path(text).expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EngineError(
+            f"cannot create warehouse directory {path}: {exc.strerror or exc}"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EngineError(f"warehouse directory {path} is not writable")
+    return str(path)
+
+
+def iceberg_conf(catalog: str, warehouse: str) -> dict[str, str]:
+    """Spark conf for an Iceberg Hadoop catalog named ``catalog`` at ``warehouse``."""
+    validate_catalog(catalog)
+    prefix = f"spark.sql.catalog.{catalog}"
+    return {
+        "spark.sql.extensions": ICEBERG_EXTENSIONS,
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.type": "hadoop",
+        f"{prefix}.warehouse": str(warehouse),
+        **SESSION_CONF,
+    }
+
+
+# Spark's default log4j2 setup prints INFO-level banners and a native-hadoop warning at start.
+_LOG4J2 = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.nativecode.name = org.apache.hadoop.util.NativeCodeLoader
+logger.nativecode.level = error
+"""
+
+
+def _log4j2_options() -> str:
+    """JVM options selecting rollup's quiet log4j2 config (written once to the jar cache)."""
+    path = cache_dir_default() / "log4j2-rollup.properties"
+    try:
+        if not path.is_file() or path.read_text() != _LOG4J2:
+            with atomic_write(path) as handle:
+                handle.write(_LOG4J2.encode())
+    except OSError:
+        return ""  # not fatal: Spark falls back to its default logging
+    return f"-Dlog4j2.configurationFile={path.as_uri()}"
+
+
+def check_java() -> None:
+    """Raise EngineError unless a Java runtime can be found (JAVA_HOME or ``java`` on PATH)."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        if not (Path(java_home) / "bin" / "java").exists():
+            raise EngineError(
+                f"JAVA_HOME={java_home} has no bin/java: point it at a Java 17 install or unset it"
+            )
+    elif shutil.which("java") is None:
+        raise EngineError(JAVA_MISSING)
+
+
+def _active_session() -> SparkSession | None:
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if SparkContext._active_spark_context is not None:
+        # A context runs but this thread has no active session: take the default one.
+        return SparkSession.builder.getOrCreate()
+    return None
+
+
+def get_spark(
+    warehouse: str | Path | None = None,
+    *,
+    catalog: str = DEFAULT_CATALOG,
+    master: str | None = None,
+    app_name: str = "rollup",
+    conf: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """Return the active SparkSession, or build a local one with Iceberg configured.
+
+    An already running session is checked with ``configure_session`` (the catalog must exist;
+    an explicit ``warehouse`` must match its warehouse) and returned; ``master``, ``app_name``
+    and ``conf`` then have no effect. A new session gets ``master`` (default
+    ``$ROLLUP_SPARK_MASTER`` or ``local[2]``), the Iceberg jars, the catalog at
+    ``resolve_warehouse(warehouse)``, small-box settings, and finally ``conf`` on top.
+    """
+    validate_catalog(catalog)
+    with _LOCK:
+        existing = _active_session()
+        if existing is not None:
+            return configure_session(existing, catalog=catalog, warehouse=warehouse)
+        check_java()
+        location = resolve_warehouse(warehouse)
+        master = master or os.environ.get("ROLLUP_SPARK_MASTER") or DEFAULT_MASTER
+        settings = {
+            "spark.sql.shuffle.partitions": "4",
+            "spark.sql.adaptive.enabled": "true",
+            "spark.sql.adaptive.coalescePartitions.enabled": "true",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.driver.memory": os.environ.get("ROLLUP_DRIVER_MEMORY") or DEFAULT_DRIVER_MEMORY,
+            **spark_jar_conf(),
+            "spark.driver.extraJavaOptions": _log4j2_options(),
+            **iceberg_conf(catalog, location),
+        }
+        if master.startswith("local"):
+            # No DNS lookups of the host name; Python workers use this interpreter.
+            settings["spark.driver.host"] = "127.0.0.1"
+            settings["spark.driver.bindAddress"] = "127.0.0.1"
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        user = dict(conf or {})
+        extra = user.pop("spark.driver.extraJavaOptions", "")
+        settings.update(user)
+        # The user's JVM options come last, so their own -Dlog4j2.configurationFile wins.
+        settings["spark.driver.extraJavaOptions"] = " ".join(
+            opt for opt in (settings["spark.driver.extraJavaOptions"], extra) if opt
+        )
+
+        from pyspark.sql import SparkSession
+
+        builder = SparkSession.builder.master(master).appName(app_name)
+        for key, value in settings.items():
+            builder = builder.config(key, value)
+        try:
+            spark = builder.getOrCreate()
+        except Exception as exc:  # py4j/launcher errors: keep one line, chain the cause
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EngineError(f"cannot start Spark (master {master}): {first}") from exc
+        spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "WARN")
+        return spark
+
+
+def _same_location(a: str, b: str) -> bool:
+    def norm(loc: str) -> str:
+        if loc.startswith("file:"):
+            loc = re.sub(r"^file:(//)?", "", loc)
+        if _URI_RE.match(loc):
+            return loc.rstrip("/")
+        return str(Path(loc).expanduser().absolute()).rstrip("/")
+
+    return norm(a) == norm(b)
+
+
+def configure_session(
+    spark: SparkSession,
+    *,
+    catalog: str = DEFAULT_CATALOG,
+    warehouse: str | Path | None = None,
+) -> SparkSession:
+    """Check that a user-provided session has the Iceberg catalog, and set rollup's runtime confs.
+
+    Raises EngineError (one line) naming the conf keys to set when ``catalog`` is not
+    configured, or when an explicit ``warehouse`` differs from the catalog's warehouse.
+    Sets ``spark.sql.session.timeZone=UTC`` and ``partitionOverwriteMode=dynamic``.
+    """
+    validate_catalog(catalog)
+    key = f"spark.sql.catalog.{catalog}"
+    if spark.conf.get(key, None) is None:
+        where = str(warehouse) if warehouse is not None else "<warehouse>"
+        raise EngineError(
+            f"Spark catalog {catalog!r} is not configured: set {key}="
+            f"org.apache.iceberg.spark.SparkCatalog, {key}.type=hadoop, {key}.warehouse={where} "
+            f"and spark.sql.extensions={ICEBERG_EXTENSIONS} (or use rollup.engine.get_spark)"
+        )
+    configured = spark.conf.get(f"{key}.warehouse", None)
+    if warehouse is not None and configured is not None:
+        wanted = str(warehouse)
+        if not _same_location(wanted, configured):
+            raise EngineError(
+                f"the running Spark session's catalog {catalog!r} uses warehouse {configured}, "
+                f"not {wanted}: stop it (spark.stop()) or pass the same warehouse"
+            )
+    for name, value in SESSION_CONF.items():
+        spark.conf.set(name, value)
+    return spark
+
+
+_CONFLICT_CLASSES = (
+    "org.apache.iceberg.exceptions.ValidationException",
+    "org.apache.iceberg.exceptions.CommitFailedException",
+)
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """True if ``exc`` (a Py4JJavaError) comes from a concurrent Iceberg commit.
+
+    Iceberg retries ``CommitFailedException`` itself; what reaches Python after a lost race is
+    a ``py4j.protocol.Py4JJavaError`` whose Java exception (or a cause) is a
+    ``ValidationException`` ("Found conflicting files ...") or, with retries exhausted, a
+    ``CommitFailedException``.
+    """
+    java = getattr(exc, "java_exception", None)
+    depth = 0
+    while java is not None and depth < 20:
+        try:
+            if java.getClass().getName() in _CONFLICT_CLASSES:
+                return True
+            java = java.getCause()
+        except Exception:  # the JVM is gone or the object is not a Java exception
+            return False
+        depth += 1
+    return False

@@ -1,0 +1,30 @@
+"""Parsing of user-given instants (command-line --start/--end and API filters)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from rollup.errors import InputError
+
+
+def parse_instant(value: str | datetime | date, what: str = "time") -> datetime:
+    """An aware UTC datetime from ISO-8601 text (UTC when no offset), a date or a datetime."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"invalid {what} {value!r}: expected ISO-8601 such as 2024-01-02 or "
+            "2024-01-02T03:04:05Z"
+        ) from None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def iso(instant: datetime) -> str:
+    """ISO-8601 text of an instant in UTC with a Z suffix."""
+    aware = instant.astimezone(UTC) if instant.tzinfo else instant.replace(tzinfo=UTC)
+    return aware.isoformat().replace("+00:00", "Z")
