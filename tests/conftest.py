@@ -42,3 +42,13 @@ def namespace(spark: SparkSession) -> str:
     name = f"t_{uuid.uuid4().hex[:8]}"
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG}.{name}")
     return name
+
+
+@pytest.fixture
+def tables(spark: SparkSession, namespace: str):  # type: ignore[no-untyped-def]
+    """A `rollup.tables.Tables` in a fresh namespace with every table created (standard DAG)."""
+    from rollup.tables import Tables
+
+    result = Tables(spark, CATALOG, namespace)
+    result.create_all()
+    return result

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "rollup.cli.orchestrate",
     "rollup.cli.cluster",
     "rollup.cli.notebook",
+    "rollup.cli.rejects",
     "rollup.cli.bench",
 )
 
