@@ -25,3 +25,7 @@ class EngineError(RollupError):
 
 class ConcurrentRunError(RollupError):
     """Another run committed to the same table first; the run can be retried."""
+
+
+class OrchestrationError(RollupError):
+    """The Prefect server, a flow run or a submitted Spark job failed."""
