@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from rollup.catalogs import redacted_repr, session_catalog_conf
 from rollup.errors import ConfigError
 from rollup.identifiers import check_identifier
 from rollup.tables import DEFAULT_CATALOG, DEFAULT_NAMESPACE, DEFAULT_TRADES_TABLE
@@ -48,7 +49,7 @@ class Settings:
     trades_table: str = attrs.field(default=DEFAULT_TRADES_TABLE)
     dag: Dag = attrs.field(factory=Dag.standard)
     master: str | None = None
-    spark_conf: Mapping[str, str] = attrs.field(factory=dict)
+    spark_conf: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     """Other TOML sections (e.g. [source], [quality]) for the modules that read them."""
 
@@ -103,7 +104,7 @@ def load_settings(
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     known = {"warehouse", "catalog", "namespace", "trades_table", "master", "levels",
              "retention", "spark"}
-    return Settings(
+    settings = Settings(
         warehouse=warehouse or os.environ.get("ROLLUP_WAREHOUSE") or data.get("warehouse"),
         catalog=catalog or os.environ.get("ROLLUP_CATALOG") or data.get("catalog")
         or DEFAULT_CATALOG,
@@ -115,3 +116,6 @@ def load_settings(
         spark_conf={str(k): str(v) for k, v in (data.get("spark") or {}).items()},
         extra={k: v for k, v in data.items() if k not in known},
     )
+    # A REST and/or S3 catalog ([iceberg], ROLLUP_CATALOG_*, ROLLUP_S3_*; see rollup.catalogs).
+    catalog_conf = session_catalog_conf(settings.catalog, settings.warehouse, data.get("iceberg"))
+    return attrs.evolve(settings, spark_conf={**catalog_conf, **settings.spark_conf})

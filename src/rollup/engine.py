@@ -162,7 +162,9 @@ def get_spark(
         if existing is not None:
             return configure_session(existing, catalog=catalog, warehouse=warehouse)
         check_java()
-        location = resolve_warehouse(warehouse)
+        # A REST catalog's warehouse is a name or remote location: no local directory.
+        kind = (conf or {}).get(f"spark.sql.catalog.{catalog}.type", "hadoop")
+        location = resolve_warehouse(warehouse) if kind == "hadoop" else str(warehouse or "")
         master = master or os.environ.get("ROLLUP_SPARK_MASTER") or DEFAULT_MASTER
         settings = {
             "spark.sql.shuffle.partitions": "4",
