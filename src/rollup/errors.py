@@ -29,3 +29,20 @@ class ConcurrentRunError(RollupError):
 
 class OrchestrationError(RollupError):
     """The Prefect server, a flow run or a submitted Spark job failed."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """One line describing `exc`: for a Spark (py4j) error, the root Java cause's message."""
+    message = None
+    java = getattr(exc, "java_exception", None)
+    depth = 0
+    while java is not None and depth < 20:
+        try:
+            message = java.getMessage() or java.getClass().getName()
+            java = java.getCause()
+        except Exception:  # the JVM may be gone
+            break
+        depth += 1
+    lines = (message or str(exc) or type(exc).__name__).strip().splitlines()
+    line = next((text.strip() for text in lines if text.strip()), type(exc).__name__)
+    return line[:limit]

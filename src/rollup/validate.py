@@ -1,38 +1,167 @@
 """Trade validation: every raw row becomes a canonical trade or a quarantine row with a reason.
 
 Works on raw text columns (`exchange`, `symbol`, `trade_id`, `ts`, `price`, `quantity`,
-`side`) as read from CSV or Parquet; decimal text is taken exactly, never through floats.
+`side`) as read from CSV or Parquet; decimal text is checked and converted exactly, never
+through floats. The rules and the reason texts are documented in docs/input.md; a row gets
+the reason of the first rule it breaks (`REASONS` lists them in that order).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import attrs
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from rollup.errors import InputError
+from rollup.errors import ConfigError, InputError, TimeframeError
+from rollup.timeframes import Timeframe
 
 TIME_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+TEXT_COLUMNS = ("exchange", "symbol", "trade_id", "ts", "price", "quantity", "side")
+CORRUPT_COLUMN = "_corrupt_record"
+"""Set by the CSV reader to the raw line when a row has too few or too many fields."""
+
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/ +\-]{0,63}$"
-_PLAIN_DECIMAL = r"^\+?[0-9]{1,30}(\.[0-9]{0,8}0*)?$"
-_ANY_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-_INTEGER = r"^[+-]?[0-9]{1,19}$"
+_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?$"
+_NOT_FINITE = r"^(?i)[+-]?(nan|inf|infinity)$"
+_INTEGER = r"^[+-]?[0-9]{1,19}(\.0*)?$"
+_EPOCH_NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?$"
+_SUB_MICRO = r":[0-9]{2}[.,][0-9]{6}[0-9]*[1-9]"  # a 7th..nth fraction digit that is not 0
 _SIDES = ("buy", "sell")
+SCALE = 8
 MAX_PRICE = "9999999999.99999999"
 MAX_QUANTITY = "999999999999.99999999"
+
+# Reasons in the order the rules are applied (a row gets the first one it breaks).
+R_FIELDS = "row has the wrong number of fields"
+R_TRADE_ID = "trade_id is not a 64-bit integer"
+R_TS_NUMBER = "ts is a number but no time unit was given (--time-unit)"
+R_TS = "unparsable ts"
+R_TS_FINE = "ts finer than microseconds"
+R_PRICE_NUMBER = "price is not a decimal number"
+R_PRICE_NAN = "price is NaN or infinite"
+R_PRICE_SCALE = f"price has more than {SCALE} decimals"
+R_PRICE_MAX = f"price above {MAX_PRICE}"
+R_PRICE_SIGN = "price is not positive"
+R_QTY_NUMBER = "quantity is not a decimal number"
+R_QTY_NAN = "quantity is NaN or infinite"
+R_QTY_SCALE = f"quantity has more than {SCALE} decimals"
+R_QTY_MAX = f"quantity above {MAX_QUANTITY}"
+R_QTY_SIGN = "quantity is negative"
+R_NOTIONAL = "notional above 1e20 (price >= 1e9 with quantity >= 1e11)"
+R_SIDE = "side is not buy or sell"
+R_CONFLICT_FILE = "trade_id repeated in this file with different content"
+R_CONFLICT_STORED = "trade_id already stored with different content"
+
+TYPE_REASONS = frozenset({R_TRADE_ID, R_TS_NUMBER, R_TS, R_PRICE_NUMBER, R_QTY_NUMBER})
+
+
+def is_systematic(reason: str) -> bool:
+    """True for reasons that, when every row of a file has the same one, mean the file is wrong.
+
+    A column of the wrong type or order gives every row the same parse failure; a wrong time
+    unit puts every row outside the accepted time range.
+    """
+    return reason in TYPE_REASONS or reason.startswith(("ts before ", "ts later than now"))
+
+
+def _missing(column: str) -> str:
+    return f"missing {column}"
+
+
+def _malformed(column: str) -> str:
+    return f"malformed {column}"
+
+
+def _ts_early(bounds: TimeBounds) -> str:
+    return f"ts before {bounds.earliest:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _ts_late(bounds: TimeBounds) -> str:
+    return f"ts later than now + {bounds.ahead_text}"
+
+
+def _to_utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    raise ConfigError(f"invalid earliest trade time {value!r}: expected a date or a datetime")
 
 
 @attrs.frozen
 class TimeBounds:
-    """Accepted trade times: [earliest, now + ahead)."""
+    """Accepted trade times: [earliest, now + ahead), both configurable.
 
-    earliest: datetime = datetime(2009, 1, 1, tzinfo=UTC)
-    ahead: timedelta = timedelta(days=1)
+    Defaults: 2009-01-01T00:00Z (nothing traded electronically in crypto before) to one day
+    ahead of the clock (clock skew of feeds, never a real future trade).
+    """
+
+    earliest: datetime = attrs.field(default=datetime(2009, 1, 1, tzinfo=UTC), converter=_to_utc)
+    ahead: timedelta = attrs.field(default=timedelta(days=1))
+
+    @ahead.validator
+    def _check_ahead(self, _: object, value: timedelta) -> None:
+        if not isinstance(value, timedelta) or value < timedelta(0):
+            raise ConfigError(f"invalid max_ahead {value!r}: expected a duration >= 0")
 
     def latest(self, now: datetime | None = None) -> datetime:
         return (now or datetime.now(UTC)) + self.ahead
+
+    @property
+    def ahead_text(self) -> str:
+        seconds = int(self.ahead.total_seconds())
+        for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+            if seconds and seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None) -> TimeBounds:
+        """Bounds from the `[ingest]` TOML section: `earliest` (date) and `max_ahead` ("1d")."""
+        section = dict(section or {})
+        unknown = sorted(set(section) - {"earliest", "max_ahead"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [ingest]: expected "
+                              "earliest and max_ahead")
+        kwargs: dict[str, Any] = {}
+        if "earliest" in section:
+            value = section["earliest"]
+            if isinstance(value, str):
+                from rollup.times import parse_instant
+
+                try:
+                    value = parse_instant(value, "earliest trade time")
+                except InputError as exc:
+                    raise ConfigError(str(exc)) from None
+            kwargs["earliest"] = value
+        if "max_ahead" in section:
+            text = section["max_ahead"]
+            try:
+                kwargs["ahead"] = Timeframe.parse(str(text)).duration
+            except TimeframeError:
+                raise ConfigError(f"invalid max_ahead {text!r} in [ingest]: expected a duration "
+                                  "such as '30m', '6h' or '1d'") from None
+        return cls(**kwargs)
+
+
+def as_text(df: DataFrame) -> tuple[DataFrame, bool]:
+    """The trade columns of `df` as text, and whether `ts` was a timestamp column.
+
+    Timestamps become ISO text in the session time zone (UTC); decimals, integers and floats
+    their shortest exact text (`NaN`, `Infinity` stay recognisable); other columns pass.
+    """
+    kinds = {f.name: f.dataType for f in df.schema.fields}
+    ts_kind = kinds.get("ts")
+    is_timestamp = isinstance(ts_kind, T.TimestampType | T.TimestampNTZType)
+    columns = [F.col(c).cast("string").alias(c) if c in kinds else F.lit(None).cast("string")
+               .alias(c) for c in TEXT_COLUMNS]
+    others = [c for c in df.columns if c not in TEXT_COLUMNS]
+    return df.select(*columns, *others), is_timestamp
 
 
 def parse_ts(raw: Column, time_unit: str | None) -> Column:
@@ -40,65 +169,97 @@ def parse_ts(raw: Column, time_unit: str | None) -> Column:
     if time_unit is None:
         text = F.trim(raw)
         return F.when(text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"), text.cast("timestamp"))
-    if time_unit not in TIME_UNITS:
+    return F.when(_epoch_exact(raw, time_unit), F.timestamp_micros(_epoch_micros(raw, time_unit)
+                                                                  .cast("long")))
+
+
+def _check_unit(time_unit: str | None) -> None:
+    if time_unit is not None and time_unit not in TIME_UNITS:
         raise InputError(f"invalid time unit {time_unit!r}: expected one of s, ms, us, ns")
+
+
+def _epoch_micros(raw: Column, time_unit: str) -> Column:
     number = F.trim(raw).cast("decimal(38,9)")
-    if time_unit == "ns":
-        micros = number / F.lit(1000)
-    else:
-        micros = number * F.lit(TIME_UNITS[time_unit])
-    whole = micros.cast("decimal(38,0)")
-    return F.when(
-        F.trim(raw).rlike(_ANY_NUMBER) & (micros == whole),
-        F.timestamp_micros(whole.cast("long")),
-    )
+    scale = TIME_UNITS[time_unit]
+    return number / F.lit(1000) if scale is None else number * F.lit(scale)
 
 
-def _decimal(raw: Column, precision_type: str) -> tuple[Column, Column, Column]:
-    """(value, parsable, exact-within-8-decimals) for a decimal given as text."""
+def _epoch_exact(raw: Column, time_unit: str) -> Column:
+    micros = _epoch_micros(raw, time_unit)
+    return F.trim(raw).rlike(_EPOCH_NUMBER) & (micros == micros.cast("decimal(38,0)"))
+
+
+def _decimal(raw: Column, precision_type: str) -> tuple[Column, Column, Column, Column]:
+    """(value, is-a-number, is NaN/inf, fits in 8 decimals) for a decimal given as text.
+
+    The number of decimals is counted on the text itself (mantissa digits and exponent), so
+    `1e-20` or `0.000000001` are caught instead of being rounded to zero by a cast.
+    """
     text = F.trim(raw)
-    wide = text.cast("decimal(38,18)")
-    narrow = wide.cast(precision_type)
-    plain = text.rlike(_PLAIN_DECIMAL)
-    scientific = text.rlike(_ANY_NUMBER)
-    parsable = (plain | scientific) & wide.isNotNull()
-    exact = plain | (scientific & (wide == narrow.cast("decimal(38,18)")))
-    return narrow, parsable, exact
+    number = text.rlike(_NUMBER)
+    not_finite = text.rlike(_NOT_FINITE)
+    mantissa = F.regexp_extract(text, r"^[+-]?([0-9]*)\.?([0-9]*)", 0)
+    fraction = F.regexp_extract(text, r"^[+-]?[0-9]*\.([0-9]*)", 1)
+    digits = F.regexp_replace(mantissa, r"[^0-9]", "")
+    significant = F.regexp_replace(digits, r"0+$", "")
+    exponent = F.coalesce(F.regexp_extract(text, r"[eE]([+-]?[0-9]+)$", 1).cast("int"), F.lit(0))
+    decimals = (F.length(fraction) - exponent - (F.length(digits) - F.length(significant)))
+    fits = (decimals <= SCALE) | (F.regexp_replace(digits, "0", "") == "")
+    value = F.when(number & fits, text.cast(f"decimal(38,{SCALE})").cast(precision_type))
+    return value, number, not_finite, fits
 
 
 def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
              now: datetime | None = None) -> DataFrame:
-    """Add canonical typed columns and `reason` (null for a good row) to raw text rows."""
+    """Add canonical typed columns (`_exchange` ... `_side`) and `reason` (null when good).
+
+    `raw` has the text columns of TEXT_COLUMNS (side may be null) and optionally
+    CORRUPT_COLUMN; every other column is kept.
+    """
+    _check_unit(time_unit)
     now = now or datetime.now(UTC)
-    price, price_ok, price_exact = _decimal(F.col("price"), "decimal(18,8)")
-    qty, qty_ok, qty_exact = _decimal(F.col("quantity"), "decimal(20,8)")
+    price, price_number, price_nan, price_fits = _decimal(F.col("price"), "decimal(18,8)")
+    qty, qty_number, qty_nan, qty_fits = _decimal(F.col("quantity"), "decimal(20,8)")
+    ts_text = F.trim(F.col("ts"))
     ts = parse_ts(F.col("ts"), time_unit)
-    trade_id = F.when(F.trim(F.col("trade_id")).rlike(_INTEGER),
-                      F.trim(F.col("trade_id")).cast("long"))
+    trade_id_text = F.trim(F.col("trade_id"))
+    trade_id = F.when(trade_id_text.rlike(_INTEGER),
+                      F.regexp_replace(trade_id_text, r"\.0*$", "").cast("long"))
     side = F.lower(F.trim(F.col("side")))
-    missing = [
-        (F.col(c).isNull() | (F.trim(F.col(c)) == ""), f"missing {c}")
+    checks: list[tuple[Column, str]] = []
+    if CORRUPT_COLUMN in raw.columns:
+        checks.append((F.col(CORRUPT_COLUMN).isNotNull(), R_FIELDS))
+    checks += [
+        (F.col(c).isNull() | (F.trim(F.col(c)) == ""), _missing(c))
         for c in ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
     ]
-    checks: list[tuple[Column, str]] = [
-        *missing,
-        (~F.trim(F.col("exchange")).rlike(_NAME), "malformed exchange"),
-        (~F.trim(F.col("symbol")).rlike(_NAME), "malformed symbol"),
-        (trade_id.isNull(), "trade_id is not a 64-bit integer"),
-        (ts.isNull(), "unparsable ts"),
-        (ts < F.lit(bounds.earliest), f"ts before {bounds.earliest:%Y-%m-%d}"),
-        (ts >= F.lit(bounds.latest(now)), "ts in the future"),
-        (~price_ok, "price is not a finite decimal number"),
-        (~price_exact, "price has more than 8 decimals"),
-        (price.isNull(), f"price above {MAX_PRICE}"),
-        (price <= 0, "price is not positive"),
-        (~qty_ok, "quantity is not a finite decimal number"),
-        (~qty_exact, "quantity has more than 8 decimals"),
-        (qty.isNull(), f"quantity above {MAX_QUANTITY}"),
-        (qty < 0, "quantity is negative"),
-        ((price >= F.lit(1_000_000_000)) & (qty >= F.lit(100_000_000_000)),
-         "notional above 1e20 (price >= 1e9 with quantity >= 1e11)"),
-        (side.isNotNull() & (side != "") & ~side.isin(*_SIDES), "side is not buy or sell"),
+    checks += [
+        (~F.trim(F.col("exchange")).rlike(_NAME), _malformed("exchange")),
+        (~F.trim(F.col("symbol")).rlike(_NAME), _malformed("symbol")),
+        (trade_id.isNull(), R_TRADE_ID),
+    ]
+    if time_unit is None:
+        checks.append((ts_text.rlike(_EPOCH_NUMBER), R_TS_NUMBER))
+    else:
+        checks.append((ts_text.rlike(_EPOCH_NUMBER) & ~_epoch_exact(F.col("ts"), time_unit),
+                       R_TS_FINE))
+    checks += [
+        (ts.isNull(), R_TS),
+        (ts_text.rlike(_SUB_MICRO), R_TS_FINE),
+        (ts < F.lit(bounds.earliest), _ts_early(bounds)),
+        (ts >= F.lit(bounds.latest(now)), _ts_late(bounds)),
+        (price_nan, R_PRICE_NAN),
+        (~price_number, R_PRICE_NUMBER),
+        (~price_fits, R_PRICE_SCALE),
+        (price.isNull(), R_PRICE_MAX),
+        (price <= 0, R_PRICE_SIGN),
+        (qty_nan, R_QTY_NAN),
+        (~qty_number, R_QTY_NUMBER),
+        (~qty_fits, R_QTY_SCALE),
+        (qty.isNull(), R_QTY_MAX),
+        (qty < 0, R_QTY_SIGN),
+        ((price >= F.lit(1_000_000_000)) & (qty >= F.lit(100_000_000_000)), R_NOTIONAL),
+        (side.isNotNull() & (side != "") & ~side.isin(*_SIDES), R_SIDE),
     ]
     reason: Column = F.lit(None).cast("string")
     for failed, text in reversed(checks):
@@ -127,3 +288,17 @@ def canonical(validated: DataFrame) -> DataFrame:
         F.col("_quantity").alias("quantity"),
         F.col("_side").alias("side"),
     )
+
+
+def validate_trades(df: DataFrame, *, time_unit: str | None = None,
+                    bounds: TimeBounds | None = None,
+                    now: datetime | None = None) -> DataFrame:
+    """Validate a frame of trades with any column types (e.g. an external trades table).
+
+    Returns `validate`'s result: the text columns, the typed `_...` columns and `reason`.
+    Use `canonical` for the good rows; rows with a reason are the ones to quarantine.
+    A timestamp-typed `ts` ignores `time_unit`.
+    """
+    text, ts_is_timestamp = as_text(df)
+    unit = None if ts_is_timestamp else time_unit
+    return validate(text, time_unit=unit, bounds=bounds or TimeBounds(), now=now)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from rollup.errors import RollupError
+from rollup.secrets import install_log_redaction, redact, secret_env_values
 
 # Command modules, each with `register(subparsers)`; a module whose optional dependency
 # is not installed is skipped and its commands are simply absent.
@@ -51,10 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     try:
         code = args.handler(args)
     except RollupError as exc:
-        print(f"rollup: error: {exc}", file=sys.stderr)
+        print(f"rollup: error: {redact(str(exc), secret_env_values())}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     except KeyboardInterrupt:
         print("rollup: interrupted", file=sys.stderr)

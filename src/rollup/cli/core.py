@@ -63,10 +63,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from rollup.cli.common import settings_from
     from rollup.ingest import ingest_files
+    from rollup.validate import TimeBounds
 
+    bounds = TimeBounds.from_config(settings_from(args).extra.get("ingest"))  # [ingest] section
     tables = tables_from(args)
-    reports, errors = ingest_files(tables, args.files, fmt=args.format, time_unit=args.time_unit)
+    reports, errors = ingest_files(tables, args.files, fmt=args.format, time_unit=args.time_unit,
+                                   bounds=bounds)
     for report in reports:
         print(report.describe())
     for error in errors:
