@@ -69,10 +69,12 @@ def resolve_warehouse(warehouse: str | Path | None) -> str:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EngineError(
-            f"cannot create warehouse directory {path}: {exc.strerror or exc}"
+            f"cannot create warehouse directory {path}: {exc.strerror or exc}: pass "
+            "--warehouse (or set ROLLUP_WAREHOUSE) to a writable directory"
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise EngineError(f"warehouse directory {path} is not writable")
+        raise EngineError(f"warehouse directory {path} is not writable: pass --warehouse "
+                          "(or set ROLLUP_WAREHOUSE) to a writable directory")
     return str(path)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rollup.config import Settings, load_settings
+from rollup.errors import EngineError, RollupError, one_line
+from rollup.identifiers import qualified
+from rollup.secrets import redact, secret_env_values
 from rollup.tables import Tables
 
 if TYPE_CHECKING:
@@ -37,6 +40,19 @@ def connect(
         configure_session(spark, catalog=settings.catalog, warehouse=warehouse)
     tables = Tables(spark, settings.catalog, settings.namespace, settings.dag,
                     settings.trades_table)
-    if create:
-        tables.create_all()
+    try:
+        if create:
+            tables.create_all()
+        else:  # fail here, in one line, when the catalog or warehouse cannot be reached
+            spark.sql(f"SHOW NAMESPACES IN {qualified(settings.catalog)}").limit(1).collect()
+    except RollupError:
+        raise
+    except Exception as exc:  # py4j / Spark analysis errors from the catalog
+        conf = spark.conf
+        where = (conf.get(f"spark.sql.catalog.{settings.catalog}.uri", None)
+                 or conf.get(f"spark.sql.catalog.{settings.catalog}.warehouse", None) or "?")
+        raise EngineError(redact(
+            f"cannot use Iceberg catalog {settings.catalog!r} at {where} ({one_line(exc)}): "
+            "check --warehouse / ROLLUP_WAREHOUSE or the catalog URI in rollup.toml",
+            secret_env_values())) from None
     return tables
