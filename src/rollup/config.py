@@ -35,6 +35,7 @@ import attrs
 from rollup.catalogs import redacted_repr, session_catalog_conf
 from rollup.errors import ConfigError
 from rollup.identifiers import check_identifier
+from rollup.source import TradeSource
 from rollup.tables import DEFAULT_CATALOG, DEFAULT_NAMESPACE, DEFAULT_TRADES_TABLE
 from rollup.timeframes import TRADES, Dag
 
@@ -50,6 +51,7 @@ class Settings:
     dag: Dag = attrs.field(factory=Dag.standard)
     master: str | None = None
     spark_conf: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
+    source: TradeSource | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     """Other TOML sections (e.g. [source], [quality]) for the modules that read them."""
 
@@ -72,7 +74,8 @@ def _dag_from(section: Mapping[str, Any] | None, retention: Mapping[str, Any] | 
         spec: dict[str, str | None] = {}
         for child, parent in section.items():
             if not isinstance(parent, str):
-                raise ConfigError(f"invalid parent {parent!r} for level {child!r}: expected a string")
+                raise ConfigError(
+                    f"invalid parent {parent!r} for level {child!r}: expected a string")
             spec[str(child)] = None if parent == TRADES else parent
         dag = Dag.from_spec(spec)
     for name, days in (retention or {}).items():
@@ -103,7 +106,7 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     known = {"warehouse", "catalog", "namespace", "trades_table", "master", "levels",
-             "retention", "spark"}
+             "retention", "spark", "source"}
     settings = Settings(
         warehouse=warehouse or os.environ.get("ROLLUP_WAREHOUSE") or data.get("warehouse"),
         catalog=catalog or os.environ.get("ROLLUP_CATALOG") or data.get("catalog")
@@ -114,6 +117,7 @@ def load_settings(
         dag=_dag_from(data.get("levels"), data.get("retention")),
         master=data.get("master"),
         spark_conf={str(k): str(v) for k, v in (data.get("spark") or {}).items()},
+        source=TradeSource.from_config(data["source"]) if data.get("source") else None,
         extra={k: v for k, v in data.items() if k not in known},
     )
     # A REST and/or S3 catalog ([iceberg], ROLLUP_CATALOG_*, ROLLUP_S3_*; see rollup.catalogs).

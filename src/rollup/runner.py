@@ -16,9 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import attrs
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from rollup import state
+from rollup import retention, state
 from rollup.errors import ConcurrentRunError, InputError
 from rollup.plans import Rollup, TimeRange, bucket, dates_in, merge_ranges
 from rollup.sink import WriteResult, merge_bars, overwrite_partitions
@@ -54,8 +53,12 @@ class LevelResult:
     partitions: int = 0
     full: bool = False
     seconds: float = 0.0
+    skipped: int = 0  # changed windows before the retention horizon, left unchanged
 
     def describe(self) -> str:
+        if self.skipped:
+            return attrs.evolve(self, skipped=0).describe() + (
+                f"; {self.skipped} windows before the retention horizon left unchanged")
         scope = "full" if self.full else f"{self.windows} windows"
         if self.status == "written":
             return (f"{self.level}: wrote {self.changed} bars ({scope}"
@@ -127,6 +130,8 @@ def changed_windows(
     if not files:
         return Changes(full=False)
     rows = state.read_files(spark, files)
+    if level.parent is None:
+        rows = tables.canonical_trades(rows)
     time_col = "ts" if level.parent is None else "window_start"
     keys = (
         bucket(rows.select("exchange", "symbol", time_col), time_col, level.timeframe)
@@ -197,12 +202,14 @@ def _run_level_once(
         return done("up-to-date")
     target_snapshot = state.current_snapshot(spark, target)
     changes = changed_windows(tables, level, since, parent_snapshot)
+    horizon = retention.horizon(tables, level)
+    changes, skipped = retention.clip_changes(level, changes, horizon, progress)
     stamp = now.isoformat()
     if not changes.full and not changes.starts:
         state.set_position(spark, target, parent_snapshot, run_id, stamp)
-        return done("up-to-date")
+        return done("up-to-date", skipped=skipped)
 
-    source = spark.table(parent)
+    source = retention.after_horizon(tables.parent_frame(level), level, horizon)
     rollup = Rollup(level)
     if progress:
         what = "all windows" if changes.full else f"{len(changes.starts)} window starts"
@@ -236,7 +243,7 @@ def _run_level_once(
     return done(
         "written" if result.committed else "unchanged",
         windows=windows, changed=result.changed, deleted=result.deleted,
-        partitions=partitions, full=changes.full,
+        partitions=partitions, full=changes.full, skipped=skipped,
     )
 
 
@@ -278,6 +285,7 @@ def backfill(
 ) -> list[LevelResult]:
     """Recompute [start, end) of one level (default: the root levels) from its parent and
     propagate upward, deleting bars whose windows no longer have any input (restated data).
+    Windows whose parent rows retention already dropped are rebuilt from the trades.
 
     Positions are not moved: a later incremental run only redoes work, never skips it.
     """
@@ -304,10 +312,14 @@ def backfill(
                 [lo + timedelta(days=d) for d in range((hi - lo).days + 1)], level)
         else:
             ranges = [(lo, hi)]
+        ranges = retention.clip_ranges(ranges, retention.own_horizon(tables, level))
+        if not ranges:  # the level already dropped these partitions: nothing to rebuild
+            results.append(LevelResult(level.name, "expired", run_id, None))
+            continue
         if progress:
             progress(f"{level.name}: backfilling {ranges[0][0]:%Y-%m-%d %H:%M} .. "
                      f"{ranges[-1][1]:%Y-%m-%d %H:%M}")
-        bars = Rollup(level).plan(tables.spark.table(tables.parent_of(level)), ranges)
+        bars = retention.complete_plan(tables, level, ranges)  # trades where parent expired
         result = replace_ranges(tables, level, bars, ranges, run_id=run_id)
         results.append(LevelResult(level.name, "written" if result.committed else "unchanged",
                                    run_id, None, changed=result.changed, deleted=result.deleted,

@@ -39,7 +39,7 @@ def connect(
     else:
         configure_session(spark, catalog=settings.catalog, warehouse=warehouse)
     tables = Tables(spark, settings.catalog, settings.namespace, settings.dag,
-                    settings.trades_table)
+                    settings.trades_table, settings.source)
     try:
         if create:
             tables.create_all()

@@ -9,6 +9,7 @@ import attrs
 from rollup.bar import BAR_COLUMNS, REJECTED_COLUMNS, TRADE_COLUMNS
 from rollup.identifiers import check_identifier, qualified
 from rollup.schema import ddl_columns
+from rollup.source import TradeSource
 from rollup.timeframes import Dag, Level
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Tables:
     namespace: str = attrs.field(default=DEFAULT_NAMESPACE)
     dag: Dag = attrs.field(factory=Dag.standard)
     trades_table: str = attrs.field(default=DEFAULT_TRADES_TABLE)
+    source: TradeSource | None = attrs.field(default=None)
+    """An external trades table to read instead of `trades` (see rollup.source)."""
 
     def __attrs_post_init__(self) -> None:
         check_identifier(self.catalog, "catalog name")
@@ -66,7 +69,23 @@ class Tables:
         return self.name(lv.table)
 
     def parent_of(self, level: Level) -> str:
-        return self.trades if level.parent is None else self.bars(level.parent.name)
+        """The table a level is built from: trades (or the source table) or its parent level."""
+        if level.parent is not None:
+            return self.bars(level.parent.name)
+        return self.source.name if self.source is not None else self.trades
+
+    def canonical_trades(self, df: DataFrame | None = None) -> DataFrame:
+        """Trades (or the given raw source rows) with the canonical trade columns."""
+        raw = df if df is not None else self.spark.table(self.parent_of(self.dag.order()[0]))
+        if self.source is None:
+            return raw
+        return self.source.to_canonical(raw)
+
+    def parent_frame(self, level: Level) -> DataFrame:
+        """The parent rows of a level as a DataFrame ready for `Rollup.plan`."""
+        if level.parent is None:
+            return self.canonical_trades()
+        return self.spark.table(self.bars(level.parent.name))
 
     def exists(self, table: str) -> bool:
         return bool(self.spark.catalog.tableExists(f"{self.catalog}.{self.namespace}.{table}"))
