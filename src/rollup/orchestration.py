@@ -252,7 +252,7 @@ def deployment_specs(
     for level in dag.order():
         chain = tuple(lv.name for lv in dag.up_to(level.name))
         cron = _cron_of(config, level.name, level.schedule)
-        before = f" after {', '.join(chain[:-1])}" if len(chain) > 1 else ""
+        before = f", after {', '.join(chain[:-1])}" if len(chain) > 1 else ""
         specs.append(DeploymentSpec(
             flow_name=f"{FLOW_PREFIX}-{level.name}", name=name, kind="level",
             timeframe=level.name, cron=cron, tags=(*common, f"level:{level.name}"),

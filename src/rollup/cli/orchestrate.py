@@ -24,6 +24,7 @@ from rollup.errors import ConfigError, OrchestrationError
 
 DEFAULT_PORT = 4200
 SERVER_START_TIMEOUT = 90.0
+API_TIMEOUT = 30.0
 
 
 def register(sub: Any) -> None:
@@ -68,11 +69,11 @@ def _config_path(args: argparse.Namespace) -> str | None:
     return str(Path(path).absolute()) if path else None
 
 
-def check_api(url: str, timeout: float = 10.0) -> None:
-    """Raise OrchestrationError unless the Prefect API at `url` answers /health."""
+def check_api(url: str, timeout: float | None = None) -> None:
+    """Raise OrchestrationError unless the Prefect API at `url` answers /health in time."""
     import httpx
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (API_TIMEOUT if timeout is None else timeout)
     last = "no answer"
     while time.monotonic() < deadline:
         try:
@@ -97,8 +98,10 @@ def _port_in_use(port: int) -> bool:
 
 def server_env(home: Path, port: int) -> dict[str, str]:
     """Environment of the local Prefect server: SQLite under `home`, no telemetry."""
+    inherited = {k: v for k, v in os.environ.items()
+                 if k != "PREFECT_API_DATABASE_CONNECTION_URL"}
     return {
-        **os.environ,
+        **inherited,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
