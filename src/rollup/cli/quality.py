@@ -1,0 +1,134 @@
+"""Quality commands: `rollup check` (invariants per timeframe) and `rollup retention`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from typing import Any
+
+from rollup.cli.common import progress, settings_from, tables_from
+from rollup.errors import ConfigError, InputError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("check", help="run the data quality checks per timeframe")
+    p.add_argument("--timeframe", default="all", help="one timeframe such as 1h, or 'all'")
+    p.add_argument("--since", help="only bars with window_start >= SINCE (ISO-8601, UTC)")
+    p.add_argument("--max-age", help="fail freshness when the newest trade a level reflects is "
+                   "older than this against the wall clock, e.g. 30m, 2h, 1d (default: off)")
+    p.add_argument("--max-lag", help="fail freshness when a level is this far behind the newest "
+                   "trade, e.g. 15m (default: off)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any check fails")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("retention", help="drop expired partitions, expire snapshots, "
+                       "remove orphan files")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    p.add_argument("--now", help="the clock for retention windows (ISO-8601, default now)")
+    p.add_argument("--snapshot-age", type=float, metavar="DAYS",
+                   help="expire snapshots older than DAYS (default 5)")
+    p.add_argument("--retain-last", type=int, metavar="N",
+                   help="always keep the N newest snapshots of each table (default 1)")
+    p.add_argument("--orphan-age", type=float, metavar="DAYS",
+                   help="remove unreferenced files older than DAYS, at least 1 (default 3)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(handler=cmd_retention)
+
+
+def _duration(text: str | None, what: str) -> timedelta | None:
+    """A duration written like a timeframe ('30m', '2h', '1d')."""
+    if text is None:
+        return None
+    from rollup.errors import TimeframeError
+    from rollup.timeframes import Timeframe
+
+    try:
+        return Timeframe.parse(text).duration
+    except TimeframeError:
+        raise InputError(f"invalid {what} {text!r}: expected a duration such as 30m, 2h or 1d"
+                         ) from None
+
+
+def _config_duration(section: dict[str, Any], key: str) -> str | None:
+    value = section.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"invalid [quality] {key} {value!r}: expected a string such as '2h'")
+    return value
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rollup.quality import run_checks, summary
+
+    section = dict(settings_from(args).extra.get("quality") or {})
+    max_age = _duration(args.max_age or _config_duration(section, "max_age"), "max age")
+    max_lag = _duration(args.max_lag or _config_duration(section, "max_lag"), "max lag")
+    tables = tables_from(args)
+    timeframes = None if args.timeframe == "all" else [args.timeframe]
+    if timeframes:
+        tables.dag.level(args.timeframe)
+    results = run_checks(tables, timeframes, since=args.since, max_age=max_age, max_lag=max_lag)
+    failed = [r for r in results if not r.passed]
+    if args.json:
+        print(json.dumps([r.as_json() for r in results], indent=2))
+    else:
+        print(f"{'timeframe':9} {'check':10} {'result':6} {'violations':>10}  detail")
+        for r in results:
+            print(f"{r.timeframe:9} {r.check:10} {'ok' if r.passed else 'FAIL':6} "
+                  f"{r.violations:>10}  {r.detail}")
+            for exchange, symbol, start in r.samples:
+                print(f"{'':9} {'':10} {'':6} {'':>10}    {exchange} {symbol} "
+                      f"{start:%Y-%m-%d %H:%M:%S}")
+    if failed:
+        label = "error" if args.strict else "warning"
+        print(f"rollup: {label}: {summary(results)}", file=sys.stderr)
+        return 1 if args.strict else 0
+    progress(summary(results))
+    return 0
+
+
+def _days(value: float | None, key: str, section: dict[str, Any]) -> timedelta | None:
+    if value is None:
+        value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"invalid [maintenance] {key} {value!r}: expected a number of days")
+    return timedelta(days=value)
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from rollup.retention import (
+        DEFAULT_ORPHAN_AGE,
+        DEFAULT_RETAIN_LAST,
+        DEFAULT_SNAPSHOT_AGE,
+        enforce_retention,
+    )
+    from rollup.times import parse_instant
+
+    section = dict(settings_from(args).extra.get("maintenance") or {})
+    now = parse_instant(args.now, "--now") if args.now else None
+    snapshot_age = _days(args.snapshot_age, "snapshot_age_days", section)
+    orphan_age = _days(args.orphan_age, "orphan_age_days", section)
+    retain_last = args.retain_last if args.retain_last is not None else section.get(
+        "retain_last", DEFAULT_RETAIN_LAST)
+    if isinstance(retain_last, bool) or not isinstance(retain_last, int):
+        raise ConfigError(f"invalid [maintenance] retain_last {retain_last!r}: expected a number")
+    tables = tables_from(args)
+    results = enforce_retention(tables, now=now, dry_run=args.dry_run,
+                                snapshot_age=DEFAULT_SNAPSHOT_AGE if snapshot_age is None
+                                else snapshot_age, retain_last=retain_last,
+                                orphan_age=DEFAULT_ORPHAN_AGE if orphan_age is None else orphan_age)
+    if args.json:
+        print(json.dumps([r.as_json() for r in results], indent=2))
+    else:
+        for r in results:
+            print(r.describe())
+            if args.dry_run:
+                for path in r.orphan_files:
+                    print(f"  orphan file {path}")
+    return 0
