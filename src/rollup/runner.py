@@ -336,5 +336,8 @@ def replace_ranges(
     """Make the level's bars in `ranges` equal `bars`: upsert changed, delete vanished."""
     from rollup.sink import replace_bars
 
-    return replace_bars(tables.spark, tables.bars(level), bars, ranges, run_id=run_id,
-                        now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    if level.write_mode == "merge":
+        return merge_bars(tables.spark, tables.bars(level), bars, run_id=run_id, now=now,
+                          target_dates=_dates(ranges), delete_ranges=ranges)
+    return replace_bars(tables.spark, tables.bars(level), bars, ranges, run_id=run_id, now=now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import attrs
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -77,10 +77,13 @@ def merge_bars(
     run_id: str,
     now: datetime,
     target_dates: Sequence[date] | None = None,
+    delete_ranges: Sequence[tuple[datetime, datetime]] | None = None,
 ) -> WriteResult:
     """MERGE recomputed bars into `table`: insert new windows, update changed ones.
 
-    `target_dates` limits the target scan to the partitions the bars can touch.
+    `target_dates` limits the target scan to the partitions the bars can touch. With
+    `delete_ranges`, stored bars in those ranges that are absent from `bars` are deleted in
+    the same commit (backfill of restated trades).
     """
     source = _with_lineage(bars, run_id, now).localCheckpoint()
     target = spark.table(table)
@@ -92,7 +95,15 @@ def merge_bars(
         .where(F.col("t.trade_count").isNull() | ~_same_values("s", "t"))
         .count()
     )
-    if changed == 0:
+    deleted = 0
+    scope = None
+    if delete_ranges:
+        from rollup.plans import in_ranges
+
+        scope = _ranges_sql(delete_ranges)
+        deleted = target.where(in_ranges("window_start", delete_ranges)).join(
+            source, list(KEY_COLUMNS), "left_anti").count()
+    if changed == 0 and deleted == 0:
         return WriteResult(0, 0, False)
     view = f"rollup_src_{uuid.uuid4().hex}"
     source.createOrReplaceTempView(view)
@@ -106,10 +117,21 @@ def merge_bars(
             f"MERGE INTO {table} t USING {view} s ON {on} "
             f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {updates} "
             f"WHEN NOT MATCHED THEN INSERT *"
+            + (f" WHEN NOT MATCHED BY SOURCE AND ({scope}) THEN DELETE" if scope else "")
         )
     finally:
         spark.catalog.dropTempView(view)
-    return WriteResult(changed, 0, True)
+    return WriteResult(changed, deleted, True)
+
+
+def _ranges_sql(ranges: Sequence[tuple[datetime, datetime]]) -> str:
+    # Instants are aware datetimes produced by rollup, rendered as UTC literals: no user text.
+    def lit(value: datetime) -> str:
+        text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return f"TIMESTAMP '{text}Z'"
+
+    terms = [f"(t.window_start >= {lit(lo)} AND t.window_start < {lit(hi)})" for lo, hi in ranges]
+    return " OR ".join(terms)
 
 
 def overwrite_partitions(
@@ -155,10 +177,10 @@ def replace_bars(
     run_id: str,
     now: datetime,
 ) -> WriteResult:
-    """In one commit, make the rows of `table` with window_start in `ranges` equal `bars`.
+    """In one commit, make the rows of `table` in whole-partition `ranges` equal `bars`.
 
     Unchanged bars keep their lineage; bars absent from `bars` are deleted. Used by backfill
-    (restated trades) where windows may vanish.
+    (restated trades) of overwrite levels, where windows may vanish.
     """
     from rollup.plans import dates_in, in_ranges
 
@@ -169,5 +191,7 @@ def replace_bars(
     merged, changed, deleted = _reconcile(new, old)
     if changed == 0 and deleted == 0:
         return WriteResult(0, 0, False)
-    merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table).overwrite(in_scope)
+    # Ranges here are whole partitions, so the overwrite filter is on the partition column.
+    merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table).overwrite(
+        F.col("window_date").isin(dates))
     return WriteResult(changed, deleted, True)
