@@ -335,3 +335,21 @@ def test_read_module_imports_no_pyspark() -> None:
     done = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True,
                           text=True, timeout=120, check=True)
     assert json.loads(done.stdout) is False
+
+
+def test_pyiceberg_properties_for_rest_and_s3() -> None:
+    from rollup.catalogs import load_catalog_config
+    from rollup.read import pyiceberg_properties
+
+    section = {"type": "rest", "uri": "http://127.0.0.1:8181", "scope": "catalog",
+               "s3": {"endpoint": "http://127.0.0.1:9000", "path_style_access": True}}
+    env = {"ROLLUP_CATALOG_TOKEN": "tok", "ROLLUP_S3_ACCESS_KEY_ID": "AK",
+           "ROLLUP_S3_SECRET_ACCESS_KEY": "SK", "ROLLUP_S3_REGION": "us-east-1"}
+    props = pyiceberg_properties(load_catalog_config(section, env), "analytics")
+    assert props == {
+        "type": "rest", "uri": "http://127.0.0.1:8181", "warehouse": "analytics",
+        "token": "tok", "scope": "catalog", "s3.endpoint": "http://127.0.0.1:9000",
+        "s3.region": "us-east-1", "s3.force-virtual-addressing": "false",
+        "s3.access-key-id": "AK", "s3.secret-access-key": "SK",
+    }
+    assert pyiceberg_properties(load_catalog_config(None, {}), "/wh") == {}

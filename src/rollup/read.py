@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from pyiceberg.expressions import BooleanExpression
-    from pyiceberg.table import DataScan, StaticTable
+    from pyiceberg.table import DataScan, Table
 
+    from rollup.catalogs import CatalogConfig
     from rollup.config import Settings
 
 SORT_KEYS = ("exchange", "symbol", "window_start")
@@ -129,6 +130,42 @@ def metadata_location(table_location: str, properties: dict[str, str] | None = N
     return current
 
 
+def pyiceberg_properties(config: CatalogConfig, warehouse: str | None) -> dict[str, str]:
+    """pyiceberg catalog/FileIO properties for rollup's catalog configuration.
+
+    A REST catalog gets its type, uri, warehouse and OAuth2 settings; S3-compatible storage
+    its endpoint, region, path-style addressing and keys (secrets from the environment).
+    """
+    from rollup.catalogs import REST
+
+    props: dict[str, str] = {}
+    if config.type == REST:
+        props.update({"type": "rest", "uri": str(config.uri)})
+        if warehouse:
+            props["warehouse"] = warehouse
+        for key, value in (("credential", config.credential), ("token", config.token)):
+            if value is not None:
+                props[key] = value.value
+        if config.oauth2_server_uri:
+            props["oauth2-server-uri"] = config.oauth2_server_uri
+        if config.scope:
+            props["scope"] = config.scope
+    s3 = config.s3
+    if s3 is not None:
+        for key, text in (("s3.endpoint", s3.endpoint), ("s3.region", s3.region)):
+            if text:
+                props[key] = text
+        if s3.path_style_access is not None:
+            props["s3.force-virtual-addressing"] = str(not s3.path_style_access).lower()
+        for key, secret in (("s3.access-key-id", s3.access_key_id),
+                            ("s3.secret-access-key", s3.secret_access_key),
+                            ("s3.session-token", s3.session_token)):
+            if secret is not None:
+                props[key] = secret.value
+    props.update(config.properties)
+    return props
+
+
 def open_bar_table(
     timeframe: str | Timeframe,
     warehouse: str | os.PathLike[str] | None = None,
@@ -136,18 +173,34 @@ def open_bar_table(
     namespace: str | None = None,
     config: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
-) -> tuple[StaticTable, Level]:
-    """The current state of one level's bar table as a pyiceberg StaticTable (no Spark)."""
-    from pyiceberg.table import StaticTable
+) -> tuple[Table, Level]:
+    """The current state of one level's bar table as a pyiceberg Table (no Spark).
 
+    The Hadoop catalog (the default) is read straight from the warehouse; a REST catalog
+    (`[iceberg] type = "rest"`, see docs/configuration.md) through pyiceberg's REST client.
+    """
+    from rollup.catalogs import REST, load_catalog_config
     from rollup.identifiers import check_identifier
 
     resolved = _settings(settings, warehouse, namespace, config)
     level = resolved.dag.level(timeframe)
     ns = check_identifier(resolved.namespace, "namespace")
-    table = check_identifier(level.table, "table name")
-    location = _join(warehouse_location(resolved.warehouse), ns, table)
-    return StaticTable.from_metadata(metadata_location(location)), level
+    name = check_identifier(level.table, "table name")
+    catalog_config = load_catalog_config(resolved.extra.get("iceberg"))
+    props = pyiceberg_properties(catalog_config, resolved.warehouse)
+    if catalog_config.type == REST:
+        from pyiceberg.catalog import load_catalog
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            return load_catalog(resolved.catalog, **props).load_table((ns, name)), level
+        except NoSuchTableError:
+            raise ConfigError(f"the REST catalog at {catalog_config.uri} has no table "
+                              f"{ns}.{name}: create the tables with `rollup init`") from None
+    from pyiceberg.table import StaticTable
+
+    location = _join(warehouse_location(resolved.warehouse), ns, name)
+    return StaticTable.from_metadata(metadata_location(location, props), props), level
 
 
 def _names(value: Names, what: str) -> list[str] | None:
