@@ -108,6 +108,12 @@ def clean(spark: Any) -> Any:
     return cascade(spark)
 
 
+@pytest.fixture(scope="module")
+def scratch(spark: Any) -> Any:
+    """Another such cascade, which tests change: planted 1d rows, later trades."""
+    return cascade(spark)
+
+
 # ---------------------------------------------------------------------------------------------
 # Spark tests
 
@@ -174,11 +180,11 @@ def test_clean_cascade_passes_every_check(clean: Any) -> None:
 
 
 @pytest.mark.spark
-def test_planted_violations_are_found_exactly(spark: Any, warehouse: Any) -> None:
+def test_planted_violations_are_found_exactly(spark: Any, scratch: Any, warehouse: Any) -> None:
     """Write bad 1d rows directly; each check reports exactly the planted keys."""
     from rollup.quality import run_checks
 
-    tables = cascade(spark)
+    tables = scratch
     table = tables.bars("1d")
     rows = [r.asDict() for r in spark.table(table).orderBy("exchange", "symbol", "window_start")
             .collect()]
@@ -240,13 +246,13 @@ def test_planted_violations_are_found_exactly(spark: Any, warehouse: Any) -> Non
 
 
 @pytest.mark.spark
-def test_freshness_reports_lag_of_unrun_levels(spark: Any) -> None:
+def test_freshness_reports_lag_of_unrun_levels(scratch: Any) -> None:
     from rollup.quality import run_checks
     from rollup.runner import run_cascade
     from rollup.synthetic import synthetic_trades
 
-    tables = cascade(spark, n=60, symbols=1, days=1)
-    later = synthetic_trades(20, symbols=1, day=date(2024, 1, 3), seed=7)
+    tables = scratch
+    later = synthetic_trades(20, symbols=1, day=date(2024, 1, 4), seed=7)
     append_trades(tables, later)
     newest = max(later.column("ts").to_pylist())
     run_cascade(tables, up_to="5m")  # 30m and above have not seen the new day yet
