@@ -78,8 +78,8 @@ def ohlcv_frame(bars: pd.DataFrame) -> pd.DataFrame:
 
 
 def _style(mpf: Any) -> Any:
-    colors = mpf.make_marketcolors(up=UP, down=DOWN, edge="inherit", wick="inherit",
-                                   volume="in")
+    colors = mpf.make_marketcolors(up=UP, down=DOWN, inherit=True)  # edges, wicks, volume
+    colors["vcedge"] = {"up": UP, "down": DOWN}  # volume bar edges (no keyword for them)
     return mpf.make_mpf_style(base_mpf_style="yahoo", marketcolors=colors, gridstyle=":",
                               facecolor="white")
 
