@@ -229,8 +229,9 @@ def with_row_numbers(df: DataFrame) -> DataFrame:
         "_mid", F.monotonically_increasing_id())
     counts = tagged.groupBy("_pid").agg(F.count(F.lit(1)).alias("_n"), F.min("_mid").alias("_m0"))
     offsets = counts.withColumn(
-        "_off", F.coalesce(F.sum("_n").over(Window.orderBy("_pid").rowsBetween(
-            Window.unboundedPreceding, -1)), F.lit(0)))
+        "_off", F.coalesce(F.sum("_n").over(Window.partitionBy(F.lit(0)).orderBy("_pid")
+                                            .rowsBetween(Window.unboundedPreceding, -1)),
+                           F.lit(0)))  # one row per input partition: a tiny window
     joined = tagged.join(F.broadcast(offsets.select("_pid", "_off", "_m0")), "_pid")
     return joined.withColumn("source_row", F.col("_off") + F.col("_mid") - F.col("_m0") + 1).drop(
         "_pid", "_mid", "_off", "_m0")

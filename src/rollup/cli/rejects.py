@@ -52,7 +52,7 @@ def select_rejects(
     if file is not None:
         df = df.where(F.col("source_file") == F.lit(file))
     if reason is not None:
-        df = df.where(F.instr(F.col("reason"), F.lit(reason)) > 0)
+        df = df.where(F.col("reason").contains(F.lit(reason)))
     if ingest_id is not None:
         df = df.where(F.col("ingest_id") == F.lit(ingest_id))
     if summary:
