@@ -12,6 +12,7 @@ configured and hands the arguments to the `rollup` command line.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shlex
@@ -101,6 +102,7 @@ def job_main(argv: Sequence[str] | None = None, command: str | None = None) -> i
     try:
         return main(args)
     finally:
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # no INFO lines on shutdown
         spark.stop()
 
 

@@ -188,6 +188,7 @@ def test_cluster_bars_equal_the_local_run(cluster: Cluster, spark, warehouse: Pa
            "--catalog", "rollup", "--namespace", names["submit"], "--warehouse", str(warehouse),
            "submit", "--master", cluster.url, "--driver-memory", "768m",
            "--executor-memory", "512m", "--python", sys.executable,
+           "--trades-per-run", "3000", "--total-executor-cores", "2",
            "--conf", "spark.ui.enabled=false", "run"]
     began = time.monotonic()
     done = subprocess.run(cli, env=env, cwd=tmp_path, capture_output=True, text=True,
