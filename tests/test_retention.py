@@ -237,8 +237,11 @@ def test_retention_drops_expired_partitions_expires_snapshots_and_orphans(
         young.write_bytes(b"maybe an uncommitted write")
     assert len(snapshot_ids(tables, tables.trades)) == len(DAYS)
 
+    predicted = {r.timeframe: r.snapshots for r in enforce_retention(
+        tables, now=NOW, snapshot_age=timedelta(0), dry_run=True)}
     results = {r.timeframe: r for r in enforce_retention(
         tables, now=NOW, snapshot_age=timedelta(0))}
+    assert {tf: r.snapshots for tf, r in results.items()} == predicted  # the dry run was exact
     for tf, expected in EXPECTED_DROPS.items():
         assert set(results[tf].partitions) == expected, tf
         assert partitions(tables, tf) == before[tf] - expected, tf
