@@ -185,8 +185,9 @@ def test_missing_namespace_is_one_line(populated: Tables, warehouse: Path, capsy
                  str(warehouse), "bars", "1m"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rollup")]
     assert code == 2
-    assert err == [f"rollup: error: namespace 'no_such_ns' does not exist in catalog 'rollup' "
-                   f"at {warehouse}: run `rollup init`, or check --warehouse and --namespace"]
+    assert err == ["rollup: error: no table bars_1m in namespace 'no_such_ns' of catalog "
+                   "'rollup': run `rollup init` and `rollup run`, or check --warehouse and "
+                   "--namespace"]
 
 
 @pytest.mark.spark

@@ -31,7 +31,13 @@ def select_bars(
     """Bars of one level filtered by exchange, symbol and [start, end) on window_start."""
     from pyspark.sql import functions as F
 
-    df = tables.read_bars(timeframe)
+    level = tables.dag.level(timeframe)
+    if not tables.exists(level.table):
+        raise InputError(
+            f"no table {level.table} in namespace {tables.namespace!r} of catalog "
+            f"{tables.catalog!r}: run `rollup init` and `rollup run`, or check --warehouse and "
+            "--namespace")
+    df = tables.read_bars(level)
     if exchange is not None:
         df = df.where(F.col("exchange") == F.lit(exchange))
     if symbol is not None:

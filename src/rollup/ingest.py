@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.utils import AnalysisException
 
 from rollup.errors import InputError, RollupError, one_line
 from rollup.tables import REJECTED_TABLE, Tables

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rollup.config import Settings, load_settings
-from rollup.errors import ConfigError, EngineError, RollupError, one_line
+from rollup.errors import EngineError, RollupError, one_line
 from rollup.identifiers import qualified
 from rollup.secrets import redact, secret_env_values
 from rollup.tables import Tables
@@ -40,13 +40,11 @@ def connect(
         configure_session(spark, catalog=settings.catalog, warehouse=warehouse)
     tables = Tables(spark, settings.catalog, settings.namespace, settings.dag,
                     settings.trades_table, settings.source)
-    missing = False
     try:
         if create:
             tables.create_all()
         else:  # fail here, in one line, when the catalog or warehouse cannot be reached
-            found = spark.sql(f"SHOW NAMESPACES IN {qualified(settings.catalog)}").collect()
-            missing = settings.namespace not in {row[0] for row in found}
+            spark.sql(f"SHOW NAMESPACES IN {qualified(settings.catalog)}").limit(1).collect()
     except RollupError:
         raise
     except Exception as exc:  # py4j / Spark analysis errors from the catalog
@@ -57,10 +55,4 @@ def connect(
             f"cannot use Iceberg catalog {settings.catalog!r} at {where} ({one_line(exc)}): "
             "check --warehouse / ROLLUP_WAREHOUSE or the catalog URI in rollup.toml",
             secret_env_values())) from None
-    if not create and missing:
-        where = spark.conf.get(f"spark.sql.catalog.{settings.catalog}.warehouse", None) or "?"
-        raise ConfigError(redact(
-            f"namespace {settings.namespace!r} does not exist in catalog {settings.catalog!r} "
-            f"at {where}: run `rollup init`, or check --warehouse and --namespace",
-            secret_env_values()))
     return tables
