@@ -212,9 +212,10 @@ def clip_changes(
     message = (f"{level.name}: {skipped} window(s) with new {level.parent_name} rows start before "
                f"the retention horizon {iso(horizon)} and were left unchanged (not applied): "
                + ", ".join(samples or [iso(_aware(s)) for s in sorted(late)[:10]]))
-    log.warning(message)
     if progress is not None:
         progress(message)
+    else:
+        log.warning(message)
     return changes, skipped
 
 
