@@ -46,3 +46,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     lines = (message or str(exc) or type(exc).__name__).strip().splitlines()
     line = next((text.strip() for text in lines if text.strip()), type(exc).__name__)
     return line[:limit]
+
+
+class MissingTableError(RollupError):
+    """A table rollup needs has not been created yet."""

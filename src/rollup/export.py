@@ -31,6 +31,8 @@ def select_bars(
     """Bars of one level filtered by exchange, symbol and [start, end) on window_start."""
     from pyspark.sql import functions as F
 
+    lo = parse_instant(start, "start") if start is not None else None
+    hi = parse_instant(end, "end") if end is not None else None
     level = tables.dag.level(timeframe)
     if not tables.exists(level.table):
         raise InputError(
@@ -42,11 +44,9 @@ def select_bars(
         df = df.where(F.col("exchange") == F.lit(exchange))
     if symbol is not None:
         df = df.where(F.col("symbol") == F.lit(symbol))
-    if start is not None:
-        lo = parse_instant(start, "start")
+    if lo is not None:
         df = df.where(F.col("window_start") >= F.lit(lo)).where(F.col("window_date") >= lo.date())
-    if end is not None:
-        hi = parse_instant(end, "end")
+    if hi is not None:
         df = df.where(F.col("window_start") < F.lit(hi)).where(F.col("window_date") <= hi.date())
     return df.orderBy("exchange", "symbol", "window_start")
 

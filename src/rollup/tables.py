@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from rollup.bar import BAR_COLUMNS, REJECTED_COLUMNS, TRADE_COLUMNS
+from rollup.errors import MissingTableError
 from rollup.identifiers import check_identifier, qualified
 from rollup.schema import ddl_columns
 from rollup.source import TradeSource
@@ -120,8 +121,18 @@ class Tables:
             created.append(level.table)
         return created
 
+    def require(self, table: str) -> None:
+        """Raise MissingTableError (one line, with the fix) if `table` does not exist."""
+        if not self.exists(table):
+            raise MissingTableError(
+                f"table {self.catalog}.{self.namespace}.{table} does not exist: run "
+                f"`rollup init` (and `rollup run` for bars) against this warehouse first")
+
     def read_trades(self) -> DataFrame:
+        self.require(self.trades_table)
         return self.spark.table(self.trades)
 
     def read_bars(self, level: Level | str) -> DataFrame:
-        return self.spark.table(self.bars(level))
+        lv = self.dag.level(level) if isinstance(level, str) else level
+        self.require(lv.table)
+        return self.spark.table(self.bars(lv))

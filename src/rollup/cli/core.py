@@ -113,6 +113,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_bars(args: argparse.Namespace) -> int:
     from rollup.export import select_bars, to_pandas_utc, write_frame
 
+    if args.format == "parquet" and not args.output:
+        raise InputError("--format parquet needs --output FILE")
     if args.limit is not None and args.limit < 0:
         raise InputError(f"invalid --limit {args.limit}: expected a number >= 0")
     tables = tables_from(args, create=False)
