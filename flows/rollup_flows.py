@@ -298,8 +298,8 @@ def quality_flow(warehouse: str | None = None, config: str | None = None,
     failed = report.failed_checks(checks or [])
     if failed and ctx.config.quality_strict:
         raise OrchestrationError(
-            f"{len(failed)} quality checks failed (orchestration.quality_strict is on), "
-            f"first: {failed[0]}"
+            f"{len(failed)} quality checks failed (orchestration.quality_strict is on): "
+            + ", ".join(report.check_name(c) for c in failed)
         )
     return checks or []
 

@@ -18,9 +18,11 @@ LEVEL_COLUMNS = ("level", "status", "windows", "partitions", "rows written", "ro
 
 
 def as_dict(value: Any) -> dict[str, Any]:
-    """A plain dict of an attrs/dataclass/namedtuple/mapping result object."""
+    """A plain dict of a result object (its `as_json()`, attrs, dataclass, namedtuple)."""
     if isinstance(value, Mapping):
         return dict(value)
+    if callable(getattr(value, "as_json", None)):
+        return dict(value.as_json())
     if attrs.has(type(value)):
         return attrs.asdict(value, recurse=False)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -74,6 +76,13 @@ def level_rows(
 
 def failed_checks(checks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [c for c in checks if c.get("passed") is False]
+
+
+def check_name(check: Mapping[str, Any]) -> str:
+    """`<timeframe> <check>` of a check result, e.g. `5m vwap`."""
+    level = check.get("timeframe") or check.get("level")
+    name = check.get("check") or check.get("name")
+    return " ".join(str(p) for p in (level, name) if p)
 
 
 def render(

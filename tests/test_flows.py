@@ -105,6 +105,7 @@ def test_cascade_flow_builds_exact_bars_and_reports(flows: Any, loaded: Any, war
     text = _artifact(f"rollup-cascade-{loaded.namespace.replace('_', '-')}")
     assert "| 1d | written |" in text and "bars written" in text
     assert "| 1m | written | all |" in text
+    assert "## Quality checks:" in text and " 0 failed" in text  # a clean cascade passes
 
     again = flows.cascade_flow(**kwargs)
     assert {r["status"] for r in again} == {"up-to-date"}
@@ -138,14 +139,15 @@ def test_a_busy_level_slot_keeps_a_second_run_out(flows: Any, loaded: Any, wareh
     with pytest.raises(TimeoutError):
         state.result()
     assert loaded.read_bars("1m").count() == 0
-    after = flows.level_flow("1m", **kwargs)  # the slot is free again
+    free = _kwargs(loaded, warehouse, _config(tmp_path))  # default: wait for the slot
+    after = flows.level_flow("1m", **free)  # the slot is free again
     assert [r["status"] for r in after] == ["written"]
     assert_exact(loaded, "1m")
 
 
 @attrs.frozen
 class FakeCheck:
-    name: str
+    check: str
     timeframe: str
     passed: bool
     violations: int
@@ -167,7 +169,7 @@ def test_quality_flow_reports_checks_and_fails_when_strict(
     kwargs = _kwargs(tables, warehouse, _config(tmp_path))
 
     checks = flows.quality_flow(**kwargs, timeframes=["5m"], since="2024-01-02")
-    assert [c["name"] for c in checks] == ["ohlc_bounds", "vwap_range"]
+    assert [c["check"] for c in checks] == ["ohlc_bounds", "vwap_range"]
     assert calls[0][0] == ["5m"] and calls[0][1].isoformat() == "2024-01-02T00:00:00+00:00"
     text = _artifact(f"rollup-quality-{tables.namespace.replace('_', '-')}")
     assert "1 passed, 1 failed" in text and "vwap_range" in text
@@ -176,6 +178,7 @@ def test_quality_flow_reports_checks_and_fails_when_strict(
     state = flows.quality_flow(**strict, return_state=True)
     assert state.is_failed()
     assert "1 quality checks failed" in str(state.message)
+    assert "5m vwap_range" in str(state.message)
 
 
 def test_quality_and_retention_flows_degrade_without_their_modules(

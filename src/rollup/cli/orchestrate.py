@@ -195,6 +195,10 @@ def _serve(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"invalid --limit {args.limit}: expected a number >= 1")
@@ -207,6 +211,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         return _serve(args, url)
     home = Path(args.prefect_home or os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    # SIGTERM before Prefect's runner installs its own handler must still stop the server.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with local_server(home.absolute(), args.port) as url:
         os.environ["PREFECT_API_URL"] = url  # flow-run subprocesses inherit it
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
