@@ -313,10 +313,18 @@ def test_compose_worker_config_is_valid_rollup_config(monkeypatch: pytest.Monkey
     env = worker["environment"]
     mount = next(v for v in worker["volumes"] if v.endswith(env["ROLLUP_CONFIG"] + ":ro"))
     local = ROOT / mount.split(":")[0]
-    monkeypatch.setenv("ROLLUP_SUBMIT_MASTER", env["ROLLUP_SUBMIT_MASTER"])
+    for name in ("ROLLUP_SUBMIT_MASTER", "ROLLUP_ICEBERG_PACKAGES"):
+        monkeypatch.setenv(name, env[name])
+    for name in ("ROLLUP_CATALOG_TYPE", "ROLLUP_CATALOG_URI", "ROLLUP_S3_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
     settings = load_settings(local)
     assert settings.warehouse == "s3://warehouse/"
-    assert settings.spark_conf["spark.sql.catalog.rollup.uri"] == "http://iceberg-rest:8181"
+    conf = settings.spark_conf
+    assert conf["spark.sql.catalog.rollup.type"] == "rest"
+    assert conf["spark.sql.catalog.rollup.uri"] == "http://iceberg-rest:8181"
+    assert conf["spark.sql.catalog.rollup.s3.endpoint"] == "http://minio:9000"
+    assert conf["spark.driver.host"] == "rollup-worker"
+    assert "iceberg-aws-bundle" in env["ROLLUP_ICEBERG_PACKAGES"]
     config = OrchestrationConfig.from_settings(settings)
     assert config.submit_master == "spark://spark-master:7077"
     assert "spark-master" in _compose()["services"]
