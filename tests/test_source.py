@@ -1,0 +1,65 @@
+"""An external trades table with other column names and BIGINT microsecond time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from rollup.config import load_settings
+from rollup.errors import ConfigError
+from rollup.runner import run_cascade
+from rollup.source import TradeSource
+from rollup.tables import Tables
+from tests.helpers import assert_exact
+
+pytestmark = pytest.mark.spark
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(ts: datetime) -> int:
+    return (ts - EPOCH) // timedelta(microseconds=1)
+
+
+def test_seed_style_source_with_duplicates(spark, namespace, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    raw = f"rollup.{namespace}.raw_trades"
+    spark.sql(f"CREATE TABLE {raw} (venue STRING, pair STRING, id BIGINT, `timestamp` BIGINT, "
+              f"px DECIMAL(18,8), size DECIMAL(20,8)) USING iceberg")
+    t0 = datetime(2024, 5, 6, 12, tzinfo=UTC)
+    rows = [("B", "BTC", i, micros(t0 + timedelta(seconds=17 * i)), Decimal(60000 + i),
+             Decimal("0.01")) for i in range(120)]
+    rows.append(rows[5])  # the feed delivers a trade twice
+    spark.createDataFrame(rows, spark.table(raw).schema).writeTo(raw).append()
+    config = tmp_path / "rollup.toml"
+    config.write_text(
+        f'namespace = "{namespace}"\n[source]\ntable = "{raw}"\ntime_unit = "us"\n'
+        'dedupe = true\n[source.columns]\nexchange = "venue"\nsymbol = "pair"\n'
+        'trade_id = "id"\nts = "timestamp"\nprice = "px"\nquantity = "size"\n')
+    settings = load_settings(config)
+    tables = Tables(spark, "rollup", namespace, settings.dag, source=settings.source)
+    tables.create_all()
+    run_cascade(tables)
+    assert_exact(tables)
+    one_m = tables.read_bars("1m")
+    assert one_m.groupBy().sum("trade_count").first()[0] == 120  # the duplicate counts once
+    late = [("B", "BTC", 10_000, micros(t0 - timedelta(days=3)), Decimal(1), Decimal(1))]
+    spark.createDataFrame(late, spark.table(raw).schema).writeTo(raw).append()
+    results = run_cascade(tables)
+    assert results[0].windows == 1
+    assert_exact(tables)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"table": "raw"}, "expected catalog.namespace.table"),
+        ({"table": "a.b.c; drop"}, "invalid source table name part"),
+        ({"table": "a.b.c", "columns": {"price": "px`"}}, "invalid source column for price"),
+        ({"table": "a.b.c", "columns": {"colour": "x"}}, "unknown trade column 'colour'"),
+    ],
+)
+def test_source_config_errors(section, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message):
+        TradeSource.from_config(section)
