@@ -40,7 +40,7 @@ def _config(tmp_path: Path, extra: str = "") -> str:
     path = tmp_path / "rollup.toml"
     path.write_text(
         "[orchestration]\nretries = 0\nretry_delay_seconds = 0\ntimeout_seconds = 900\n"
-        "check_lookback_hours = 0\n" + extra
+        + (extra or "checks_after_run = false\n")
     )
     return str(path)
 
@@ -94,7 +94,8 @@ def _artifact(key: str) -> str:
 
 def test_cascade_flow_builds_exact_bars_and_reports(flows: Any, loaded: Any, warehouse: Path,
                                                     tmp_path: Path) -> None:
-    kwargs = _kwargs(loaded, warehouse, _config(tmp_path))
+    checked = "checks_after_run = true\ncheck_lookback_hours = 0\n"  # all windows
+    kwargs = _kwargs(loaded, warehouse, _config(tmp_path, checked))
     state = flows.cascade_flow(**kwargs, return_state=True)
     assert state.is_completed(), state.message
     results = state.result()
@@ -119,6 +120,8 @@ def test_level_flow_runs_its_ancestors_first_and_nothing_above(
         assert assert_exact(loaded, level) > 0
     for level in ("1h", "1d"):
         assert loaded.read_bars(level).count() == 0
+    text = _artifact(f"rollup-level-30m-{loaded.namespace.replace('_', '-')}")
+    assert "| 5m | written |" in text and "| 1h |" not in text
 
 
 def test_a_busy_level_slot_keeps_a_second_run_out(flows: Any, loaded: Any, warehouse: Path,
@@ -128,7 +131,7 @@ def test_a_busy_level_slot_keeps_a_second_run_out(flows: Any, loaded: Any, wareh
     from rollup.config import load_settings
     from rollup.orchestration import level_slot
 
-    config = _config(tmp_path, "slot_timeout_seconds = 2\n")
+    config = _config(tmp_path, "slot_timeout_seconds = 2\nchecks_after_run = false\n")
     kwargs = _kwargs(loaded, warehouse, config)
     settings = load_settings(config, catalog=loaded.catalog, namespace=loaded.namespace)
     slot = level_slot(settings, "1m")

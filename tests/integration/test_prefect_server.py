@@ -132,7 +132,7 @@ def test_serve_runs_the_cascade_deployment_triggered_through_the_api(
     schedules = "\n".join(f'{k} = "{NEVER_SOON}"' for k in
                           ("1m", "5m", "30m", "1h", "1d", "quality", "retention"))
     config.write_text("[orchestration]\nretries = 0\ntimeout_seconds = 900\n"
-                      f"check_lookback_hours = 0\n[orchestration.schedules]\n{schedules}\n")
+                      f"checks_after_run = false\n[orchestration.schedules]\n{schedules}\n")
 
     log = tmp_path / "serve.log"
     serve = _start([*rollup_command(), "--warehouse", str(warehouse), "--catalog", tables.catalog,
