@@ -20,7 +20,7 @@ import importlib
 import subprocess
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import rollup_report as report
@@ -227,8 +227,8 @@ def run_levels(ctx: Context, kind: str, levels: Sequence[str], *, title: str,
             ensure_slots(level_slots(ctx.settings, levels))
             level_task = run_level_task.with_options(**ctx.config.task_options())
             for name in levels:
-                result = level_task(tables, name, run_id, level_slot(ctx.settings, name),
-                                    ctx.slot_timeout)
+                result = cast(LevelResult, level_task(
+                    tables, name, run_id, level_slot(ctx.settings, name), ctx.slot_timeout))
                 results.append(attrs.asdict(result))
     except BaseException as exc:
         publish(ctx, kind, title, run_id=run_id, results=results,
@@ -322,8 +322,8 @@ def retention_flow(warehouse: str | None = None, config: str | None = None,
     return results or []
 
 
-FLOWS = {"level": level_flow, "cascade": cascade_flow, "quality": quality_flow,
-         "retention": retention_flow}
+FLOWS: dict[str, Any] = {"level": level_flow, "cascade": cascade_flow,
+                         "quality": quality_flow, "retention": retention_flow}
 
 
 def build_deployments(specs: Sequence[DeploymentSpec],
