@@ -166,3 +166,13 @@ def test_backfill_restated_trades_removes_vanished_windows(tables) -> None:  # t
     assert {r.level for r in results} == {"1m", "5m", "30m", "1h", "1d"}
     assert any(r.deleted > 0 for r in results)
     assert_exact(tables)
+
+
+def test_month_partitioned_level_updates_one_day_of_a_busy_month(tables) -> None:  # type: ignore[no-untyped-def]
+    append_trades(tables, day_trades(DAY, 60) + day_trades(DAY + timedelta(days=1), 60,
+                                                           first_id=1_000))
+    run_cascade(tables)
+    append_trades(tables, day_trades(DAY + timedelta(days=1), 10, first_id=2_000))
+    results = {r.level: r for r in run_cascade(tables)}
+    assert results["1d"].status == "written" and results["1d"].partitions == 1
+    assert_exact(tables)

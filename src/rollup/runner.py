@@ -26,10 +26,12 @@ from rollup.timeframes import Level, Timeframe
 
 log = logging.getLogger("rollup")
 
+# Iceberg's messages when another writer committed first (a ValidationException can also
+# mean a malformed request, which must not be retried as a conflict).
 _CONFLICT_MARKERS = (
-    "ValidationException",
     "CommitFailedException",
     "Found conflicting files",
+    "Found new conflicting delete files",
     "conflicting",
 )
 

@@ -64,6 +64,30 @@ def _reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
     return merged, changed, deleted
 
 
+def partition_filter(dates: Sequence[date]) -> Column:
+    """window_date within the given days, as closed ranges of consecutive days.
+
+    Iceberg can only replace a data file in an overwrite when it can prove every row of the
+    file matches; it proves that for ranges aligned to partitions (days or months), not for
+    an IN list over a month partition.
+    """
+    ordered = sorted(set(dates))
+    if not ordered:
+        return F.lit(False)
+    spans: list[tuple[date, date]] = []
+    for day in ordered:
+        if spans and (day - spans[-1][1]).days == 1:
+            spans[-1] = (spans[-1][0], day)
+        else:
+            spans.append((day, day))
+    cond: Column | None = None
+    for lo, hi in spans:
+        term = (F.col("window_date") >= F.lit(lo)) & (F.col("window_date") <= F.lit(hi))
+        cond = term if cond is None else (cond | term)
+    assert cond is not None
+    return cond
+
+
 def _date_list_sql(dates: Sequence[date]) -> str:
     # Dates are `datetime.date` values produced by rollup, rendered by isoformat: no user text.
     return ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(set(dates)))
@@ -152,7 +176,7 @@ def overwrite_partitions(
     """
     old = spark.table(table)
     if partition_dates is not None:
-        old = old.where(F.col("window_date").isin(list(partition_dates)))
+        old = old.where(partition_filter(partition_dates))
     new = _with_lineage(bars, run_id, now)
     merged, changed, deleted = _reconcile(new, old)
     if changed == 0 and deleted == 0:
@@ -164,7 +188,7 @@ def overwrite_partitions(
     if partition_dates is None:
         writer.overwritePartitions()
     else:
-        writer.overwrite(F.col("window_date").isin(list(partition_dates)))
+        writer.overwrite(partition_filter(partition_dates))
     return WriteResult(changed, deleted, True)
 
 
@@ -193,5 +217,5 @@ def replace_bars(
         return WriteResult(0, 0, False)
     # Ranges here are whole partitions, so the overwrite filter is on the partition column.
     merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table).overwrite(
-        F.col("window_date").isin(dates))
+        partition_filter(dates))
     return WriteResult(changed, deleted, True)
