@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rollup.ingest import ingest_file
 from rollup.runner import Progress, run_cascade
@@ -25,4 +26,5 @@ def run_demo(tables: Tables, *, trades: int = 200_000, symbols: int = 5,
     bars = tables.read_bars("1d").orderBy("exchange", "symbol").select(
         "exchange", "symbol", "window_start", "open", "high", "low", "close", "volume",
         "trade_count", "vwap")
-    print(bars.toPandas().to_string(index=False))
+    frame: Any = bars.toPandas()
+    print(frame.to_string(index=False))

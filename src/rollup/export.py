@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rollup.errors import InputError
 from rollup.times import parse_instant
@@ -53,7 +53,7 @@ def select_bars(
 
 def to_pandas_utc(df: DataFrame) -> pd.DataFrame:
     """Collect bars to pandas with timestamp columns as UTC-aware values."""
-    frame = df.toPandas()
+    frame: Any = df.toPandas()
     for name, kind in df.dtypes:
         if kind == "timestamp":
             frame[name] = frame[name].dt.tz_localize("UTC")

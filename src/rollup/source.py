@@ -64,7 +64,7 @@ class TradeSource:
         if len(parts) != 3:
             raise ConfigError(
                 f"invalid source table {name!r}: expected catalog.namespace.table")
-        return cls(parts, dict(section.get("columns") or {}),  # type: ignore[arg-type]
+        return cls(parts, dict(section.get("columns") or {}),
                    section.get("time_unit"), bool(section.get("dedupe", False)))
 
     @property

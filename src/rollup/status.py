@@ -56,7 +56,8 @@ def level_status(tables: Tables) -> list[LevelStatus]:
             F.max("window_end").alias("e"),
         ).first()
         parent_col = "ts" if level.parent is None else "window_end"
-        parent_newest = _aware(tables.parent_frame(level).agg(F.max(parent_col)).first()[0])
+        newest_row = tables.parent_frame(level).agg(F.max(parent_col)).first()
+        parent_newest = _aware(newest_row[0] if newest_row is not None else None)
         covered = _aware(agg["e"]) if agg else None
         lag = None
         if parent_newest is not None:

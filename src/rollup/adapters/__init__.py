@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-PRICE_TYPE = pa.decimal128(18, 8)
-QUANTITY_TYPE = pa.decimal128(20, 8)
-VOLUME_TYPE = pa.decimal128(38, 8)
-TS_TYPE = pa.timestamp("us", tz="UTC")
+PRICE_TYPE: pa.DataType = pa.decimal128(18, 8)
+QUANTITY_TYPE: pa.DataType = pa.decimal128(20, 8)
+VOLUME_TYPE: pa.DataType = pa.decimal128(38, 8)
+TS_TYPE: pa.DataType = pa.timestamp("us", tz="UTC")
 
 TRADES_SCHEMA = pa.schema(
     [

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from graphlib import CycleError, TopologicalSorter
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -26,6 +26,18 @@ _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
 _CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 
 
+def _to_timeframe(value: str | Timeframe) -> Timeframe:
+    return Timeframe.parse(value)
+
+
+def _to_parent(value: str | Timeframe | None) -> Timeframe | None:
+    return None if value is None else Timeframe.parse(value)
+
+
+def _to_levels(items: Iterable[Level]) -> tuple[Level, ...]:
+    return tuple(items)
+
+
 def _check_table_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not _TABLE_NAME.match(value):
         raise TimeframeError(
@@ -38,7 +50,8 @@ def _check_cron(_: object, attribute: attrs.Attribute[str | None], value: str | 
         return
     fields = value.split()
     if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise TimeframeError(f"invalid cron schedule {value!r}: expected five fields like '*/5 * * * *'")
+        raise TimeframeError(
+            f"invalid cron schedule {value!r}: expected five fields like '*/5 * * * *'")
 
 
 @attrs.frozen
@@ -55,10 +68,8 @@ class Level:
         schedule: a five-field UTC cron string for orchestration.
     """
 
-    timeframe: Timeframe = attrs.field(converter=Timeframe.parse)
-    parent: Timeframe | None = attrs.field(
-        default=None, converter=attrs.converters.optional(Timeframe.parse)
-    )
+    timeframe: Timeframe = attrs.field(converter=_to_timeframe)
+    parent: Timeframe | None = attrs.field(default=None, converter=_to_parent)
     table: str = attrs.field(validator=_check_table_name)
     partitioning: Partitioning = attrs.field(validator=attrs.validators.in_(("days", "months")))
     write_mode: WriteMode = attrs.field(validator=attrs.validators.in_(("merge", "overwrite")))
@@ -114,7 +125,7 @@ class Dag:
     returns a new DAG with one more level.
     """
 
-    levels: tuple[Level, ...] = attrs.field(converter=tuple)
+    levels: tuple[Level, ...] = attrs.field(converter=_to_levels)
 
     def __attrs_post_init__(self) -> None:
         seen: dict[str, Level] = {}
@@ -158,11 +169,13 @@ class Dag:
                 levels.append(Level(tf, parent_tf))
         return cls(tuple(levels))
 
-    def add(self, timeframe: str | Timeframe, parent: str | Timeframe | None, **policy: object) -> Dag:
+    def add(
+        self, timeframe: str | Timeframe, parent: str | Timeframe | None, **policy: Any
+    ) -> Dag:
         """Return a new DAG with one more level built from `parent` (None for trades)."""
-        return Dag((*self.levels, Level(timeframe, parent, **policy)))  # type: ignore[arg-type]
+        return Dag((*self.levels, Level(timeframe, parent, **policy)))
 
-    def replace(self, name: str | Timeframe, **changes: object) -> Dag:
+    def replace(self, name: str | Timeframe, **changes: Any) -> Dag:
         """Return a new DAG with the policy of one level changed (e.g. retention, schedule)."""
         target = self.level(name)
         return Dag(tuple(attrs.evolve(lv, **changes) if lv is target else lv for lv in self.levels))

@@ -30,7 +30,7 @@ class Timeframe:
 
     @classmethod
     def parse(cls, text: str | Timeframe) -> Timeframe:
-        """Parse `"1m"`, `"5m"`, `"15m"`, `"1h"`, `"4h"`, `"1d"`, `"1w"` (N followed by m, h, d or w)."""
+        """Parse `"1m"`, `"5m"`, `"15m"`, `"1h"`, `"4h"`, `"1d"`, `"1w"` (N then m, h, d or w)."""
         if isinstance(text, Timeframe):
             return text
         match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
