@@ -20,16 +20,16 @@ VALUES = ("exchange", "symbol", "window_start", "window_end", "window_date", "op
           "low", "close", "volume", "quote_volume", "trade_count", "vwap")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_api() -> Iterator[None]:
-    """One temporary Prefect server (SQLite) for every flow test of the run."""
+    """One temporary Prefect server (SQLite) shared by the flow tests, stopped after them."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def flows(prefect_api: None) -> Any:
     from rollup.orchestration import load_flows
 

@@ -344,3 +344,17 @@ def test_custom_dag_deployments_follow_the_dag() -> None:
     specs = {s.flow_name: s for s in deployment_specs(Settings(dag=dag))}
     assert specs["rollup-4h"].cron == "20 */4 * * *"
     assert specs["rollup-4h"].levels == ("1m", "5m", "30m", "1h", "4h")
+
+
+def test_served_warehouse_is_absolute_for_hadoop_and_as_given_for_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollup.cli.orchestrate import served_settings
+
+    for name in ("ROLLUP_CATALOG_TYPE", "ROLLUP_CATALOG_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    local = served_settings(Settings(warehouse="wh"))
+    assert local.warehouse == str(tmp_path / "wh")
+    rest = Settings(warehouse="analytics",
+                    extra={"iceberg": {"type": "rest", "uri": "http://127.0.0.1:8181"}})
+    assert served_settings(rest).warehouse == "analytics"

@@ -17,10 +17,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollup.cli.common import progress, settings_from
 from rollup.errors import ConfigError, OrchestrationError
+
+if TYPE_CHECKING:
+    from rollup.config import Settings
 
 DEFAULT_PORT = 4200
 SERVER_START_TIMEOUT = 90.0
@@ -164,10 +167,20 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def _serve(args: argparse.Namespace, url: str) -> int:
+def served_settings(settings: Settings) -> Settings:
+    """`settings` with a Hadoop warehouse made absolute, since flow runs pass it on as a
+    parameter; a REST catalog's warehouse (a name or URI) is left as given."""
     import attrs
 
+    from rollup.catalogs import HADOOP, load_catalog_config
     from rollup.engine import resolve_warehouse
+
+    if load_catalog_config(settings.extra.get("iceberg")).type != HADOOP:
+        return settings
+    return attrs.evolve(settings, warehouse=resolve_warehouse(settings.warehouse))
+
+
+def _serve(args: argparse.Namespace, url: str) -> int:
     from rollup.orchestration import (
         OrchestrationConfig,
         deployment_specs,
@@ -176,8 +189,7 @@ def _serve(args: argparse.Namespace, url: str) -> int:
         load_flows,
     )
 
-    settings = settings_from(args)
-    settings = attrs.evolve(settings, warehouse=resolve_warehouse(settings.warehouse))
+    settings = served_settings(settings_from(args))
     specs = deployment_specs(settings, OrchestrationConfig.from_settings(settings))
     check_api(url)
     flows = load_flows()
