@@ -11,7 +11,7 @@ install:  ## install rollup with every extra (Spark, Iceberg runtime, Prefect, c
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
 
 demo: install  ## set up and run `rollup demo` on the embedded default (local Spark, ./warehouse)
-	rollup demo
+	$(PYTHON) -m rollup.cli demo
 
 test: install  ## run the whole test suite (unit, Spark, slow and integration tests)
 	$(PYTHON) -m pytest
@@ -26,4 +26,4 @@ typecheck:  ## mypy (strict) on src/rollup
 	$(PYTHON) -m mypy
 
 bench:  ## the benchmark suite (default size; see docs/benchmarks.md)
-	rollup bench
+	$(PYTHON) -m rollup.cli bench
