@@ -295,7 +295,7 @@ def flow_parameters(settings: Settings, config_path: str | None = None) -> dict[
 
 def rollup_command() -> list[str]:
     """The argv prefix that runs the `rollup` CLI of this interpreter."""
-    return [sys.executable, "-c", "import sys; from rollup.cli import main; sys.exit(main())"]
+    return [sys.executable, "-m", "rollup.cli"]
 
 
 def submit_command(
