@@ -473,3 +473,44 @@ def test_large_file_streams_without_collecting_to_the_driver(tmp_path: Path) -> 
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"read": n, "ingested": n - 10, "quarantined": 10, "stored": n - 10,
                       "control": "maxResultSize"}
+
+
+def test_row_numbers_hold_across_file_splits(tables: Tables, tmp_path: Path) -> None:
+    """A file Spark splits into many partitions still numbers its rows in file order."""
+    from rollup.ingest import read_raw
+
+    rows: list[list[str | None]] = []
+    bad_at = set(range(5, 400, 37))
+    for i in range(1, 401):
+        ts = (T0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+        rows.append(["EX", "SPLIT", str(i), ts, "x" if i in bad_at else "10.5", "1", None])
+    path = write_csv(tmp_path / "split.csv", rows)
+    spark = tables.spark
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "2048")
+    try:
+        assert read_raw(spark, path).rdd.getNumPartitions() > 4
+        report = ingest_file(tables, path)
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert (report.read, report.quarantined) == (400, len(bad_at))
+    assert quarantine(tables, path) == {i: V.R_PRICE_NUMBER for i in bad_at}
+
+
+def test_directory_rows_name_their_own_file(tables: Tables, tmp_path: Path) -> None:
+    """A directory is one unit, but each file keeps its own header, name and row numbers."""
+    folder = tmp_path / "day"
+    (folder / "more").mkdir(parents=True)
+    first = write_csv(folder / "a.csv", [text_row(t) for t in good_trades()[:3]])
+    second = folder / "more" / "b [1].csv"  # glob characters are part of the name
+    second.write_text("price,quantity,ts,trade_id,symbol,exchange\n"
+                      "7,1,2024-01-02T00:00:03Z,20,AAA,EX\n"
+                      "-7,1,2024-01-02T00:00:04Z,21,AAA,EX\n")
+    (folder / "_SUCCESS").write_text("")
+    (folder / "part-empty.csv").write_text("")  # an empty part file holds no rows
+    (folder / ".a.csv.crc").write_bytes(b"\x00\x01")
+    report = ingest_file(tables, folder)
+    assert (report.read, report.ingested, report.quarantined) == (5, 4, 1)
+    assert quarantine(tables, second) == {2: V.R_PRICE_SIGN}
+    assert quarantine(tables, first) == {}
+    assert 20 in {t[2] for t in stored_trades(tables)}

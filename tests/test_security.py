@@ -166,7 +166,7 @@ def test_file_name_payload_is_just_a_name(populated: Tables, tmp_path: Path) -> 
     from rollup.ingest import ingest_file
 
     before = state(populated)
-    path = tmp_path / "x'; DROP TABLE trades; --.csv"
+    path = tmp_path / "x'; DROP TABLE trades; --[1]*.csv"
     path.write_text("exchange,symbol,trade_id,ts,price,quantity\n"
                     "EX,AAA,1,2024-01-02T00:00:01Z,100,1\n"
                     "EX,AAA,2,2024-01-02T00:00:02Z,abc,1\n")
@@ -284,6 +284,13 @@ def test_wrong_catalog_location_is_one_line(tmp_path: Path) -> None:
     (line,) = _error_lines(done)
     assert "cannot use Iceberg catalog 'rollup' at foo://nowhere/wh" in line
     assert "check --warehouse" in line
+    # a REST catalog URI nobody answers on: still one line
+    env = {**os.environ, "ROLLUP_CATALOG_TYPE": "rest",
+           "ROLLUP_CATALOG_URI": "http://127.0.0.1:9/api/catalog"}
+    done = _run(["--warehouse", "analytics", "status"], env, tmp_path)
+    assert done.returncode != 0
+    (line,) = _error_lines(done)
+    assert "catalog" in line
 
 
 # --- secrets never appear in output or logs -----------------------------------------------------

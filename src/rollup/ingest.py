@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,20 +98,15 @@ def _format_of(path: Path, fmt: str | None) -> str:
         return "csv"
     if suffix in (".parquet", ".pq"):
         return "parquet"
-    if path.is_dir():
-        kinds = {_format_of(f, None) for f in _data_files(path)
-                 if f.suffix.lower() in (".csv", ".txt", ".parquet", ".pq")}
-        if len(kinds) == 1:
-            return kinds.pop()
     raise InputError(f"{path}: unknown file type {suffix or '(none)'}: expected .csv or .parquet "
                      "(or pass --format)")
 
 
 def _data_files(path: Path) -> list[Path]:
-    """The file itself, or the data files of a directory (as Spark sees them)."""
+    """The file itself, or the non-empty files under a directory (not hidden, not `_SUCCESS`)."""
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.stat().st_size > 0 and not any(
         part.startswith(("_", ".")) for part in p.relative_to(path).parts))
     if not files:
         raise InputError(f"{path}: directory holds no data files")
@@ -149,42 +145,42 @@ def _check_columns(path: Path, names: Sequence[str]) -> None:
             f"naming {', '.join(REQUIRED)} (and optionally side)")
 
 
+def _spark_path(path: Path) -> str:
+    """The path for Spark's reader, with Hadoop glob characters escaped (a name, not a glob)."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", str(path))
+
+
 def _read_csv(spark: SparkSession, path: Path) -> DataFrame:
-    headers = {f: csv_header(f) for f in _data_files(path)}
-    names = next(iter(headers.values()))
-    for file, other in headers.items():
-        if other != names:
-            raise InputError(f"{file}: header differs from the other files of {path}")
+    names = csv_header(path)
     _check_columns(path, names)
     positional = [n if n and n not in names[:i] else f"_c{i}" for i, n in enumerate(names)]
     schema = T.StructType([T.StructField(n, T.StringType()) for n in positional]
                           + [T.StructField(CORRUPT_COLUMN, T.StringType())])
     return (spark.read.schema(schema).option("header", True).option("mode", "PERMISSIVE")
             .option("escape", '"')  # RFC 4180: a quote inside a quoted field is doubled
-            .option("columnNameOfCorruptRecord", CORRUPT_COLUMN).csv(str(path)))
+            .option("columnNameOfCorruptRecord", CORRUPT_COLUMN).csv(_spark_path(path)))
 
 
-def _check_parquet_footers(path: Path) -> None:
+def _check_parquet_footer(file: Path) -> None:
+    """Read the footer with pyarrow: a truncated or junk file fails here, before Spark."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for file in _data_files(path):
-        try:
-            schema = pq.read_schema(file)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
-            raise InputError(f"{file}: not a Parquet file or truncated ({one_line(exc)})"
-                             ) from None
-        for field in schema:
-            if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
-                raise InputError(
-                    f"{file}: column {field.name} holds nanosecond timestamps, which Spark "
-                    "cannot read: write microseconds (pyarrow coerce_timestamps='us') or "
-                    "int64 epoch nanoseconds and pass --time-unit ns")
+    try:
+        schema = pq.read_schema(file)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
+        raise InputError(f"{file}: not a Parquet file or truncated ({one_line(exc)})") from None
+    for field in schema:
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            raise InputError(
+                f"{file}: column {field.name} holds nanosecond timestamps, which Spark "
+                "cannot read: write microseconds (pyarrow coerce_timestamps='us') or "
+                "int64 epoch nanoseconds and pass --time-unit ns")
 
 
 def _read_parquet(spark: SparkSession, path: Path) -> DataFrame:
-    _check_parquet_footers(path)
-    df = spark.read.parquet(str(path))
+    _check_parquet_footer(path)
+    df = spark.read.parquet(_spark_path(path))
     names = [c.strip().lower() for c in df.columns]
     _check_columns(path, names)
     renamed = df.toDF(*names)
@@ -197,25 +193,42 @@ def _read_parquet(spark: SparkSession, path: Path) -> DataFrame:
     return renamed
 
 
+def _read_file(spark: SparkSession, file: Path, fmt: str | None) -> tuple[DataFrame, bool]:
+    """One file's trade columns as text with source_file, and whether ts was a timestamp."""
+    if file.stat().st_size == 0:
+        raise InputError(f"{file}: empty file")
+    kind = _format_of(file, fmt)
+    try:
+        df = _read_csv(spark, file) if kind == "csv" else _read_parquet(spark, file)
+    except InputError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - turn Spark's stack into one line
+        raise InputError(f"{file}: not a readable {kind} file ({one_line(exc)})") from None
+    text, ts_is_timestamp = as_text(df)
+    if CORRUPT_COLUMN not in text.columns:
+        text = text.withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+    return (text.select(*REQUIRED, *OPTIONAL, CORRUPT_COLUMN)
+            .withColumn("source_file", F.lit(str(file))), ts_is_timestamp)
+
+
 def _read(spark: SparkSession, path: Path, fmt: str | None) -> tuple[DataFrame, bool]:
-    """(rows as text with source_file and source_row, whether ts was a timestamp column)."""
+    """(rows as text with source_file and source_row, whether ts was a timestamp column).
+
+    A directory is read file by file (each with its own header or schema) and numbered per
+    file, so quarantined rows name their own file and row.
+    """
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file")
-    kind = _format_of(path, fmt)
-    try:
-        df = _read_csv(spark, path) if kind == "csv" else _read_parquet(spark, path)
-    except (InputError, OSError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    except Exception as exc:  # noqa: BLE001 - turn Spark's stack into one line
-        raise InputError(f"{path}: not a readable {kind} file ({one_line(exc)})") from None
-    text, ts_is_timestamp = as_text(df)
-    keep = [c for c in (*REQUIRED, *OPTIONAL, CORRUPT_COLUMN) if c in text.columns]
-    rows = with_row_numbers(text.select(*keep)).withColumn("source_file", F.lit(str(path)))
-    return rows, ts_is_timestamp
+    parts = [_read_file(spark, file, fmt) for file in _data_files(path)]
+    if len({ts_is_timestamp for _, ts_is_timestamp in parts}) > 1:
+        raise InputError(f"{path}: some files hold ts as timestamps and others as text or "
+                         "numbers: ingest them separately")
+    rows = parts[0][0]
+    for frame, _ in parts[1:]:
+        rows = rows.unionByName(frame)
+    return with_row_numbers(rows, within="source_file"), parts[0][1]
 
 
 def read_raw(spark: SparkSession, path: Path, fmt: str | None = None) -> DataFrame:
@@ -223,16 +236,24 @@ def read_raw(spark: SparkSession, path: Path, fmt: str | None = None) -> DataFra
     return _read(spark, Path(path), fmt)[0]
 
 
-def with_row_numbers(df: DataFrame) -> DataFrame:
-    """Add `source_row` (1-based order within a single file) without collecting rows."""
+def with_row_numbers(df: DataFrame, within: str | None = None) -> DataFrame:
+    """Add `source_row`: 1-based order of the rows as read, restarting for each value of
+    the column `within` (e.g. the source file), without collecting rows.
+
+    Spark reads a file's splits into consecutive partitions in byte order and numbers rows
+    within a partition in order; counting the rows of each earlier partition gives offsets.
+    """
+    keys = [within] if within else []
     tagged = df.withColumn("_pid", F.spark_partition_id()).withColumn(
         "_mid", F.monotonically_increasing_id())
-    counts = tagged.groupBy("_pid").agg(F.count(F.lit(1)).alias("_n"), F.min("_mid").alias("_m0"))
-    offsets = counts.withColumn(
-        "_off", F.coalesce(F.sum("_n").over(Window.partitionBy(F.lit(0)).orderBy("_pid")
-                                            .rowsBetween(Window.unboundedPreceding, -1)),
-                           F.lit(0)))  # one row per input partition: a tiny window
-    joined = tagged.join(F.broadcast(offsets.select("_pid", "_off", "_m0")), "_pid")
+    counts = tagged.groupBy(*keys, "_pid").agg(F.count(F.lit(1)).alias("_n"),
+                                               F.min("_mid").alias("_m0"))
+    groups = [F.col(k) for k in keys] or [F.lit(0)]
+    before = Window.partitionBy(*groups).orderBy("_pid").rowsBetween(
+        Window.unboundedPreceding, -1)  # one row per input partition: a tiny window
+    offsets = counts.withColumn("_off", F.coalesce(F.sum("_n").over(before), F.lit(0)))
+    joined = tagged.join(F.broadcast(offsets.select(*keys, "_pid", "_off", "_m0")),
+                         [*keys, "_pid"])
     return joined.withColumn("source_row", F.col("_off") + F.col("_mid") - F.col("_m0") + 1).drop(
         "_pid", "_mid", "_off", "_m0")
 

@@ -27,6 +27,7 @@ CORRUPT_COLUMN = "_corrupt_record"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/ +\-]{0,63}$"
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?$"
+_PLAIN = r"^\+?([0-9]{1,30}(\.[0-9]{0,8}0*)?|\.[0-9]{1,8}0*)$"  # fast path: fits 8 decimals
 _NOT_FINITE = r"^(?i)[+-]?(nan|inf|infinity)$"
 _INTEGER = r"^[+-]?[0-9]{1,19}(\.0*)?$"
 _EPOCH_NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?$"
@@ -189,22 +190,24 @@ def _epoch_exact(raw: Column, time_unit: str) -> Column:
     return F.trim(raw).rlike(_EPOCH_NUMBER) & (micros == micros.cast("decimal(38,0)"))
 
 
-def _decimal(raw: Column, precision_type: str) -> tuple[Column, Column, Column, Column]:
-    """(value, is-a-number, is NaN/inf, fits in 8 decimals) for a decimal given as text.
+def _decimal(text: Column, precision_type: str) -> tuple[Column, Column, Column, Column]:
+    """(value, is-a-number, is NaN/inf, fits in 8 decimals) for trimmed decimal text.
 
-    The number of decimals is counted on the text itself (mantissa digits and exponent), so
-    `1e-20` or `0.000000001` are caught instead of being rounded to zero by a cast.
+    Plain text such as `100.5` takes one regular expression. Otherwise the number of
+    decimals is counted on the text itself (mantissa digits and exponent), so `1e-20` or
+    `0.000000001` are caught instead of being rounded to zero by a cast.
     """
-    text = F.trim(raw)
-    number = text.rlike(_NUMBER)
-    not_finite = text.rlike(_NOT_FINITE)
+    plain = text.rlike(_PLAIN)
     mantissa = F.regexp_extract(text, r"^[+-]?([0-9]*)\.?([0-9]*)", 0)
     fraction = F.regexp_extract(text, r"^[+-]?[0-9]*\.([0-9]*)", 1)
     digits = F.regexp_replace(mantissa, r"[^0-9]", "")
     significant = F.regexp_replace(digits, r"0+$", "")
     exponent = F.coalesce(F.regexp_extract(text, r"[eE]([+-]?[0-9]+)$", 1).cast("int"), F.lit(0))
     decimals = (F.length(fraction) - exponent - (F.length(digits) - F.length(significant)))
-    fits = (decimals <= SCALE) | (F.regexp_replace(digits, "0", "") == "")
+    number = F.when(plain, F.lit(True)).otherwise(text.rlike(_NUMBER))
+    not_finite = F.when(plain, F.lit(False)).otherwise(text.rlike(_NOT_FINITE))
+    fits = F.when(plain, F.lit(True)).otherwise(
+        (decimals <= SCALE) | (F.regexp_replace(digits, "0", "") == ""))
     value = F.when(number & fits, text.cast(f"decimal(38,{SCALE})").cast(precision_type))
     return value, number, not_finite, fits
 
@@ -214,64 +217,69 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
     """Add canonical typed columns (`_exchange` ... `_side`) and `reason` (null when good).
 
     `raw` has the text columns of TEXT_COLUMNS (side may be null) and optionally
-    CORRUPT_COLUMN; every other column is kept.
+    CORRUPT_COLUMN; every other column is kept. Built in three projections (trimmed text,
+    parsed values and flags, reason) so each expression is computed once per row.
     """
     _check_unit(time_unit)
     now = now or datetime.now(UTC)
-    price, price_number, price_nan, price_fits = _decimal(F.col("price"), "decimal(18,8)")
-    qty, qty_number, qty_nan, qty_fits = _decimal(F.col("quantity"), "decimal(20,8)")
-    ts_text = F.trim(F.col("ts"))
-    ts = parse_ts(F.col("ts"), time_unit)
-    trade_id_text = F.trim(F.col("trade_id"))
-    trade_id = F.when(trade_id_text.rlike(_INTEGER),
-                      F.regexp_replace(trade_id_text, r"\.0*$", "").cast("long"))
-    side = F.lower(F.trim(F.col("side")))
+    trimmed = raw.select("*", *[F.trim(F.col(c)).alias(f"_t_{c}") for c in TEXT_COLUMNS])
+    t = {c: F.col(f"_t_{c}") for c in TEXT_COLUMNS}
+    price, price_number, price_nan, price_fits = _decimal(t["price"], "decimal(18,8)")
+    qty, qty_number, qty_nan, qty_fits = _decimal(t["quantity"], "decimal(20,8)")
+    if time_unit is None:
+        ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER)
+    else:
+        ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER) & ~_epoch_exact(t["ts"], time_unit)
+    parsed = trimmed.select(
+        "*",
+        F.when(t["trade_id"].rlike(_INTEGER), F.regexp_replace(t["trade_id"], r"\.0*$", "")
+               .cast("long")).alias("_trade_id"),
+        parse_ts(t["ts"], time_unit).alias("_ts"),
+        ts_unit_problem.alias("_f_ts_unit"),
+        price.alias("_price"), price_number.alias("_f_price_number"),
+        price_nan.alias("_f_price_nan"), price_fits.alias("_f_price_fits"),
+        qty.alias("_quantity"), qty_number.alias("_f_qty_number"),
+        qty_nan.alias("_f_qty_nan"), qty_fits.alias("_f_qty_fits"),
+        F.lower(t["side"]).alias("_f_side"),
+    )
+    c = F.col
+    side = c("_f_side")
     checks: list[tuple[Column, str]] = []
     if CORRUPT_COLUMN in raw.columns:
-        checks.append((F.col(CORRUPT_COLUMN).isNotNull(), R_FIELDS))
+        checks.append((c(CORRUPT_COLUMN).isNotNull(), R_FIELDS))
+    checks += [(t[name].isNull() | (t[name] == ""), _missing(name))
+               for name in ("exchange", "symbol", "trade_id", "ts", "price", "quantity")]
     checks += [
-        (F.col(c).isNull() | (F.trim(F.col(c)) == ""), _missing(c))
-        for c in ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
-    ]
-    checks += [
-        (~F.trim(F.col("exchange")).rlike(_NAME), _malformed("exchange")),
-        (~F.trim(F.col("symbol")).rlike(_NAME), _malformed("symbol")),
-        (trade_id.isNull(), R_TRADE_ID),
-    ]
-    if time_unit is None:
-        checks.append((ts_text.rlike(_EPOCH_NUMBER), R_TS_NUMBER))
-    else:
-        checks.append((ts_text.rlike(_EPOCH_NUMBER) & ~_epoch_exact(F.col("ts"), time_unit),
-                       R_TS_FINE))
-    checks += [
-        (ts.isNull(), R_TS),
-        (ts_text.rlike(_SUB_MICRO), R_TS_FINE),
-        (ts < F.lit(bounds.earliest), _ts_early(bounds)),
-        (ts >= F.lit(bounds.latest(now)), _ts_late(bounds)),
-        (price_nan, R_PRICE_NAN),
-        (~price_number, R_PRICE_NUMBER),
-        (~price_fits, R_PRICE_SCALE),
-        (price.isNull(), R_PRICE_MAX),
-        (price <= 0, R_PRICE_SIGN),
-        (qty_nan, R_QTY_NAN),
-        (~qty_number, R_QTY_NUMBER),
-        (~qty_fits, R_QTY_SCALE),
-        (qty.isNull(), R_QTY_MAX),
-        (qty < 0, R_QTY_SIGN),
-        ((price >= F.lit(1_000_000_000)) & (qty >= F.lit(100_000_000_000)), R_NOTIONAL),
+        (~t["exchange"].rlike(_NAME), _malformed("exchange")),
+        (~t["symbol"].rlike(_NAME), _malformed("symbol")),
+        (c("_trade_id").isNull(), R_TRADE_ID),
+        (c("_f_ts_unit"), R_TS_NUMBER if time_unit is None else R_TS_FINE),
+        (c("_ts").isNull(), R_TS),
+        (t["ts"].rlike(_SUB_MICRO), R_TS_FINE),
+        (c("_ts") < F.lit(bounds.earliest), _ts_early(bounds)),
+        (c("_ts") >= F.lit(bounds.latest(now)), _ts_late(bounds)),
+        (c("_f_price_nan"), R_PRICE_NAN),
+        (~c("_f_price_number"), R_PRICE_NUMBER),
+        (~c("_f_price_fits"), R_PRICE_SCALE),
+        (c("_price").isNull(), R_PRICE_MAX),
+        (c("_price") <= 0, R_PRICE_SIGN),
+        (c("_f_qty_nan"), R_QTY_NAN),
+        (~c("_f_qty_number"), R_QTY_NUMBER),
+        (~c("_f_qty_fits"), R_QTY_SCALE),
+        (c("_quantity").isNull(), R_QTY_MAX),
+        (c("_quantity") < 0, R_QTY_SIGN),
+        ((c("_price") >= F.lit(1_000_000_000)) & (c("_quantity") >= F.lit(100_000_000_000)),
+         R_NOTIONAL),
         (side.isNotNull() & (side != "") & ~side.isin(*_SIDES), R_SIDE),
     ]
     reason: Column = F.lit(None).cast("string")
     for failed, text in reversed(checks):
         reason = F.when(F.coalesce(failed, F.lit(False)), F.lit(text)).otherwise(reason)
-    return raw.select(
-        "*",
-        F.trim(F.col("exchange")).alias("_exchange"),
-        F.trim(F.col("symbol")).alias("_symbol"),
-        trade_id.alias("_trade_id"),
-        ts.alias("_ts"),
-        price.alias("_price"),
-        qty.alias("_quantity"),
+    return parsed.select(
+        *raw.columns,
+        t["exchange"].alias("_exchange"),
+        t["symbol"].alias("_symbol"),
+        "_trade_id", "_ts", "_price", "_quantity",
         F.when(side.isin(*_SIDES), side).alias("_side"),
         reason.alias("reason"),
     )
