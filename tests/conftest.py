@@ -52,3 +52,11 @@ def tables(spark: SparkSession, namespace: str):  # type: ignore[no-untyped-def]
     result = Tables(spark, CATALOG, namespace)
     result.create_all()
     return result
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Keep py4j's shutdown chatter out of handlers whose streams pytest has closed."""
+    import logging
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    logging.raiseExceptions = False

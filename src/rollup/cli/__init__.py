@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.INFO)  # its DEBUG echoes every JVM call
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its DEBUG echoes every JVM call
     install_log_redaction()
     try:
         code = args.handler(args)
