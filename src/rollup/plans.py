@@ -33,8 +33,8 @@ def window_start_micros(micros: Column, tf: Timeframe) -> Column:
     """Epoch-microsecond start of the `tf` window holding `micros` (floor on integers)."""
     origin = tf.origin_seconds * 1_000_000
     shifted = micros - F.lit(origin) if origin else micros
-    floored = F.floor(shifted / F.lit(tf.micros)).cast("long") * F.lit(tf.micros)
-    return floored + F.lit(origin) if origin else floored
+    # pmod is a non-negative remainder on longs: exact floor, also before 1970, no doubles.
+    return micros - F.pmod(shifted, F.lit(tf.micros))
 
 
 def bucket(df: DataFrame, time_col: str, tf: Timeframe) -> DataFrame:
