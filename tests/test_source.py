@@ -31,6 +31,9 @@ def test_seed_style_source_with_duplicates(spark, namespace, tmp_path) -> None: 
     rows = [("B", "BTC", i, micros(t0 + timedelta(seconds=17 * i)), Decimal(60000 + i),
              Decimal("0.01")) for i in range(120)]
     rows.append(rows[5])  # the feed delivers a trade twice
+    rows.append(("B", "BTC", 9_001, micros(t0), Decimal(-5), Decimal(1)))  # invalid price
+    rows.append(("B", "BTC", 9_002, micros(datetime(2001, 1, 1, tzinfo=UTC)), Decimal(5),
+                 Decimal(1)))  # before 2009
     spark.createDataFrame(rows, spark.table(raw).schema).writeTo(raw).append()
     config = tmp_path / "rollup.toml"
     config.write_text(
@@ -44,6 +47,10 @@ def test_seed_style_source_with_duplicates(spark, namespace, tmp_path) -> None: 
     assert_exact(tables)
     one_m = tables.read_bars("1m")
     assert one_m.groupBy().sum("trade_count").first()[0] == 120  # the duplicate counts once
+    rejected = {(r.trade_id, r.reason) for r in spark.table(
+        f"rollup.{namespace}.trades_rejected").collect()}
+    assert {tid for tid, _ in rejected} == {"9001", "9002"}
+    assert all(reason for _, reason in rejected)
     late = [("B", "BTC", 10_000, micros(t0 - timedelta(days=3)), Decimal(1), Decimal(1))]
     spark.createDataFrame(late, spark.table(raw).schema).writeTo(raw).append()
     results = run_cascade(tables)

@@ -376,6 +376,14 @@ def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: s
     ).writeTo(target).append()
 
 
+def quarantine_rows(tables: Tables, rejected: DataFrame, *, ingest_id: str) -> None:
+    """Quarantine rows found invalid outside `rollup ingest` (an external source table)."""
+    _quarantine(tables, rejected.select(
+        *[F.col(c).cast("string") for c in (*REQUIRED, *OPTIONAL)],
+        F.col("source_file"), F.col("source_row").cast("long"), F.col("reason")),
+        datetime.now(UTC), ingest_id)
+
+
 def ingest_files(
     tables: Tables,
     paths: Sequence[str | os.PathLike[str]],

@@ -120,10 +120,15 @@ def changed_windows(
     """The level's windows that parent snapshots after `since` (up to `until`) touched."""
     spark = tables.spark
     parent = tables.parent_of(level)
+    reads_source = level.parent is None and tables.source is not None
     if since is None:
+        if reads_source:
+            _quarantine_source_rows(tables, spark.table(parent))
         return Changes(full=True)
     chain = state.snapshots_since(spark, parent, since, until)
     if chain is None:
+        if reads_source:
+            _quarantine_source_rows(tables, spark.table(parent))
         log.warning("position %s of %s is not in the history of %s; recomputing all",
                     since, level.name, parent)
         return Changes(full=True)
@@ -132,6 +137,8 @@ def changed_windows(
     if not files:
         return Changes(full=False)
     rows = state.read_files(spark, files)
+    if reads_source:
+        _quarantine_source_rows(tables, rows)
     if level.parent is None:
         rows = tables.canonical_trades(rows)
     time_col = "ts" if level.parent is None else "window_start"
@@ -146,6 +153,19 @@ def changed_windows(
         for r in keys.select("window_start").distinct().collect()
     )
     return Changes(full=False, keys=keys, starts=starts)
+
+
+def _quarantine_source_rows(tables: Tables, rows: DataFrame) -> None:
+    """Set aside the invalid rows of newly read source files, with their reasons."""
+    from rollup.ingest import quarantine_rows
+
+    assert tables.source is not None
+    rejected = tables.source.rejected(rows).localCheckpoint()
+    count = rejected.count()
+    if count:
+        log.warning("%d invalid rows in %s quarantined (see `rollup rejects`)",
+                    count, ".".join(tables.source.table))
+        quarantine_rows(tables, rejected, ingest_id=f"source-{new_run_id()}")
 
 
 def _aware(value: datetime) -> datetime:

@@ -9,6 +9,10 @@ BIGINT of microseconds in a column called `timestamp`::
     time_unit = "us"                          # the time column holds epoch numbers
     dedupe = true                             # the feed may deliver a trade twice
 
+Rows of the source go through the same validation as `rollup ingest`: invalid rows are left
+out of the bars and quarantined in `trades_rejected` with their reason when a run first reads
+the file that holds them.
+
     [source.columns]                          # canonical = source column
     ts = "timestamp"
     trade_id = "id"
@@ -74,8 +78,7 @@ class TradeSource:
     def column(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
 
-    def to_canonical(self, df: DataFrame) -> DataFrame:
-        """Rename and convert source rows to exchange, symbol, trade_id, ts, price, quantity."""
+    def _renamed(self, df: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
         missing = [self.column(c) for c in CANONICAL if self.column(c) not in df.columns]
@@ -83,22 +86,43 @@ class TradeSource:
             raise ConfigError(
                 f"source table {'.'.join(self.table)} has no column(s) {', '.join(missing)}; "
                 f"it has {', '.join(df.columns)}")
-        ts = F.col(self.column("ts"))
-        if self.time_unit == "ns":
-            ts = F.timestamp_micros(F.floor(ts.cast("decimal(38,0)") / 1000).cast("long"))
-        elif self.time_unit is not None:
-            ts = F.timestamp_micros(ts.cast("long") * F.lit(_UNIT_MICROS[self.time_unit]))
-        out = df.select(
-            F.col(self.column("exchange")).cast("string").alias("exchange"),
-            F.col(self.column("symbol")).cast("string").alias("symbol"),
-            F.col(self.column("trade_id")).cast("long").alias("trade_id"),
-            ts.cast("timestamp").alias("ts"),
-            F.col(self.column("price")).cast("decimal(18,8)").alias("price"),
-            F.col(self.column("quantity")).cast("decimal(20,8)").alias("quantity"),
+        side = self.columns.get("side", "side")
+        return df.select(
+            *[F.col(self.column(c)).alias(c) for c in CANONICAL],
+            (F.col(side) if side in df.columns else F.lit(None).cast("string")).alias("side"),
+            *[c for c in df.columns if c == "_file"],
         )
+
+    def validated(self, df: DataFrame) -> DataFrame:
+        """Source rows through rollup's trade validation (`reason` null for good rows)."""
+        from rollup.validate import validate_trades
+
+        return validate_trades(self._renamed(df), time_unit=self.time_unit)
+
+    def to_canonical(self, df: DataFrame) -> DataFrame:
+        """The valid source rows as exchange, symbol, trade_id, ts, price, quantity.
+
+        Rows that fail validation (see docs/input.md) are left out here and quarantined by
+        the run that first reads them (`rejected`).
+        """
+        from rollup.validate import canonical
+
+        out = canonical(self.validated(df)).drop("side")
         if self.dedupe:
             out = dedupe_trades(out)
         return out
+
+    def rejected(self, df: DataFrame) -> DataFrame:
+        """Invalid source rows with their text, file and reason, shaped for quarantine."""
+        from pyspark.sql import functions as F
+
+        checked = self.validated(df.withColumn("_file", F.input_file_name()))
+        return checked.where(F.col("reason").isNotNull()).select(
+            *[F.col(c) for c in (*CANONICAL, "side")],
+            F.col("_file").alias("source_file"),
+            F.col("_trade_id").alias("source_row"),
+            "reason",
+        )
 
 
 def dedupe_trades(trades: DataFrame) -> DataFrame:
