@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import attrs
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from rollup.bar import PRICE, QUOTE
+from rollup.bar import PRICE, QUOTE, VOLUME
 from rollup.timeframes import Level, Timeframe
 
 TRADE_INPUT = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
@@ -43,30 +44,117 @@ def bucket(df: DataFrame, time_col: str, tf: Timeframe) -> DataFrame:
     return df.withColumn("window_start", F.timestamp_micros(micros))
 
 
-def notional(price: Column, quantity: Column) -> Column:
-    """Exact price x quantity as DECIMAL(38,16).
+_UNITS = 100_000_000  # prices and quantities have 8 decimals: 1e8 units per whole
+_LIMB = 10_000  # base of the integer limbs that carry exact sums on longs
+_LIMBS = 5  # price units (< 1e18) and quantity units (< 1e20) each fit in 5 limbs
+_KEYS = ("exchange", "symbol", "window_start")
 
-    Spark types a decimal product as precision p1+p2+1, and above 38 it silently drops
-    scale. Casting price to (17,8) when below 1e9 and quantity to (19,8) otherwise keeps the
-    declared precision at 38, so no digit is ever lost.
+
+def _whole_and_units(value: Column) -> tuple[Column, Column]:
+    """A decimal with 8 decimals as two exact longs: integer part and fraction in 1e-8 units.
+
+    The fraction has at most 8 decimals and magnitude below 1, so its double is within 1e-16
+    of it and rint(double x 1e8) is exactly its number of units.
     """
-    small_price = price.cast("decimal(17,8)") * quantity.cast("decimal(20,8)")
-    large_price = price.cast("decimal(18,8)") * quantity.cast("decimal(19,8)")
-    product = F.when(price < F.lit(1_000_000_000), small_price).otherwise(large_price)
-    return product.cast(QUOTE)
+    whole = value.cast("long")
+    fraction = (value - whole.cast("decimal(20,0)")).cast("double")
+    return whole, F.rint(fraction * F.lit(1e8)).cast("long")
 
 
-def aggregate_trades(trades: DataFrame) -> DataFrame:
-    """Trades with `window_start` -> one row per (exchange, symbol, window_start)."""
-    order = F.struct(F.col("ts"), F.col("trade_id"))
-    return trades.groupBy("exchange", "symbol", "window_start").agg(
-        F.min_by("price", order).alias("open"),
-        F.max("price").alias("high"),
-        F.min("price").alias("low"),
-        F.max_by("price", order).alias("close"),
-        F.sum(F.col("quantity").cast("decimal(38,8)")).alias("volume"),
-        F.sum(notional(F.col("price"), F.col("quantity"))).alias("quote_volume"),
+def _div(name: str, divisor: int) -> Column:
+    """Integer division (truncating, as Java) of one of this module's own long columns."""
+    return F.expr(f"`{name}` div {int(divisor)}")
+
+
+def _units_to_decimal(units: Column, scale: int, type_: str) -> Column:
+    """An integral count of 10^-scale units as an exact `type_`; null when it does not fit."""
+    text = units.cast("decimal(38,0)").cast("string")
+    return F.concat(text, F.lit(f"E-{int(scale)}")).cast(type_)
+
+
+def order_bits(tf: Timeframe) -> int:
+    """How many low bits of trade_id fit in a long next to a trade's offset in its window."""
+    return 63 - (tf.micros - 1).bit_length()
+
+
+def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
+    """Trades with `window_start` of `tf` -> one row per (exchange, symbol, window_start).
+
+    Exact, and on longs only, so that Spark hash-aggregates (a struct or wide-decimal buffer
+    would make it sort every trade):
+
+    - open/close, the first/last trade by (ts, trade_id), in two steps. Step one groups by
+      window and the high bits of trade_id and orders by one long: the offset of ts in the
+      window above the low `order_bits(tf)` bits of trade_id. Step two orders the step-one rows
+      of a window by (offset, high bits, low bits). The ids of one window's trades nearly
+      always share their high bits, so step two sees about one row per window.
+    - volume and quote_volume: quantities and prices as integer limbs of base 1e4, summed as
+      longs (safe up to 1.8e10 trades per window) and turned back into decimals per window.
+    """
+    bits = order_bits(tf)
+    low = F.lit((1 << bits) - 1)
+    offset = F.unix_micros(F.col("ts")) - F.unix_micros(F.col("window_start"))
+    price_whole, price_frac = _whole_and_units(F.col("price"))
+    qty_whole, qty_frac = _whole_and_units(F.col("quantity"))
+    units = trades.select(
+        *_KEYS, "price",
+        F.shiftleft(offset, bits).bitwiseOR(F.col("trade_id").bitwiseAND(low)).alias("_key"),
+        F.shiftright(F.col("trade_id"), bits).alias("_id_high"),
+        (price_whole * F.lit(_UNITS) + price_frac).alias("_p"),
+        qty_whole.alias("_qw"), qty_frac.alias("_qf"),
+    )
+    # quantity units = _qw * 1e8 + _qf: limbs 0-1 come from the fraction, 2-4 from the whole
+    qty_limbs = [F.col("_qf") % F.lit(_LIMB), _div("_qf", _LIMB), F.col("_qw") % F.lit(_LIMB),
+                 _div("_qw", _LIMB) % F.lit(_LIMB), _div("_qw", _LIMB**2)]
+    limbs = units.select(
+        *_KEYS, "price", "_key", "_id_high", "_qf",
+        (F.col("_qw") % F.lit(1_000_000)).alias("_qw_low"),
+        _div("_qw", 1_000_000).alias("_qw_high"),
+        *[(_div("_p", _LIMB**k) % F.lit(_LIMB)).alias(f"_p{k}") for k in range(_LIMBS)],
+        *[limb.alias(f"_q{k}") for k, limb in enumerate(qty_limbs)],
+    )
+    products = []  # sum over trades of the k-th limb of price x quantity, before carries
+    for k in range(2 * _LIMBS - 1):
+        terms = [F.col(f"_p{i}") * F.col(f"_q{k - i}")
+                 for i in range(_LIMBS) if 0 <= k - i < _LIMBS]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        products.append(F.sum(total).alias(f"_s{k}"))
+    step_one = limbs.groupBy(*_KEYS, "_id_high").agg(
+        F.min_by("price", "_key").alias("open"), F.min("_key").alias("_open_key"),
+        F.max_by("price", "_key").alias("close"), F.max("_key").alias("_close_key"),
+        F.max("price").alias("high"), F.min("price").alias("low"),
         F.count(F.lit(1)).alias("trade_count"),
+        F.sum("_qw_high").alias("_vh"), F.sum("_qw_low").alias("_vl"), F.sum("_qf").alias("_vf"),
+        *products,
+    )
+
+    def order(key: str) -> Column:  # (offset, trade_id) of a step-one row's first/last trade
+        return F.struct(F.shiftright(F.col(key), bits), F.col("_id_high"),
+                        F.col(key).bitwiseAND(low))
+
+    sums = ["_vh", "_vl", "_vf", *(f"_s{k}" for k in range(2 * _LIMBS - 1))]
+    step_two = step_one.groupBy(*_KEYS).agg(
+        F.min_by("open", order("_open_key")).alias("open"),
+        F.max("high").alias("high"),
+        F.min("low").alias("low"),
+        F.max_by("close", order("_close_key")).alias("close"),
+        F.sum("trade_count").alias("trade_count"),
+        *[F.sum(name).alias(name) for name in sums],
+    )
+    volume_units = ((F.col("_vh").cast("decimal(38,0)") * F.lit(1_000_000) + F.col("_vl"))
+                    * F.lit(_UNITS) + F.col("_vf"))
+    quote_units: Column | None = None
+    for k in range(2 * _LIMBS - 1):
+        term = F.col(f"_s{k}").cast("decimal(38,0)") * F.lit(Decimal(_LIMB**k))
+        quote_units = term if quote_units is None else quote_units + term
+    assert quote_units is not None
+    return step_two.select(
+        *_KEYS, "open", "high", "low", "close",
+        _units_to_decimal(volume_units, 8, VOLUME).alias("volume"),
+        _units_to_decimal(quote_units, 16, QUOTE).alias("quote_volume"),
+        F.col("trade_count").cast("long").alias("trade_count"),
     )
 
 
@@ -211,4 +299,5 @@ class Rollup:
         if keys is not None:
             bucketed = bucketed.join(F.broadcast(keys), ["exchange", "symbol", "window_start"],
                                      "left_semi")
-        return self._restrict(finish(aggregate_trades(bucketed), self.timeframe), ranges)
+        bars = finish(aggregate_trades(bucketed, self.timeframe), self.timeframe)
+        return self._restrict(bars, ranges)
