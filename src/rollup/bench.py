@@ -1,0 +1,682 @@
+"""The benchmark suite: the cascade against its peers, on one warm SparkSession.
+
+`run_benchmarks` measures, in one run on the same deterministic synthetic trades (one UTC day,
+`synthetic_trades`), each figure the median of `repeats` timings:
+
+- ``1m``: the 1m level from the trades' Parquet files, written as Parquet;
+- ``cascade``: 1m, then 5m from the 1m files, 30m from 5m, 1h from 30m and 1d from 1h;
+- ``direct``: every level aggregated straight from the trades (the seed's approach);
+- ``duckdb 1m``: the same exact 1m bars computed by DuckDB from the same files (and checked
+  equal, column for column, to Spark's);
+- ``incremental``: one cycle of five minutes of new trades appended to the Iceberg trades
+  table and propagated through every level by `rollup.runner.run_cascade`, with 1 day and
+  with 30 days of history;
+- ``scaling``: the cascade at several sizes, as time per trade, with the peak memory.
+
+Plan-level figures write Parquet, not Iceberg, so they time the computation and one columnar
+write and leave Iceberg commit costs to the incremental figure. Times are wall-clock seconds;
+`cpu` is the CPU time of the local Spark JVM plus this process (where DuckDB runs), read from
+/proc. `BenchReport.ratios()` holds the ratios the goals in docs/benchmarks.md are set on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from rollup.errors import ConfigError
+from rollup.identifiers import check_identifier
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+
+    from rollup.tables import Tables
+
+Progress = Callable[[str], None]
+
+GOALS: dict[str, tuple[str, float]] = {
+    "cascade_over_1m": ("<=", 1.15),
+    "direct_over_cascade": (">=", 4.0),
+    "spark_over_duckdb": ("<=", 3.0),
+    "incremental_30d_over_1d": ("<=", 1.2),
+    "per_trade_spread": ("<=", 1.10),
+}
+"""The issue's goals per ratio: (comparison, bound)."""
+
+HISTORY_DAYS = (1, 30)
+_FIRST_DAY = date(2024, 1, 2)
+_CYCLE_DAY = date(2024, 1, 31)  # incremental cycles add trades to this day, after the history
+_MIB = 1024 * 1024
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"bench {attribute.name} must be an integer >= 1, got {value!r}")
+
+
+def _sizes(_: object, attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
+    if not value:
+        raise ConfigError("bench sizes must name at least one number of trades")
+    for size in value:
+        _positive(None, attribute, size)
+
+
+def _as_tuple(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class BenchConfig:
+    """What to measure: sizes in trades, repetitions and the incremental history density."""
+
+    trades: int = attrs.field(default=5_000_000, validator=_positive)
+    symbols: int = attrs.field(default=20, validator=_positive)
+    sizes: tuple[int, ...] = attrs.field(default=(1_000_000, 5_000_000, 20_000_000),
+                                         converter=_as_tuple, validator=_sizes)
+    repeats: int = attrs.field(default=3, validator=_positive)
+    history_per_day: int = attrs.field(default=200_000, validator=_positive)
+    """Trades per day of incremental history (30 days hold 30 times as many)."""
+    history_days: tuple[int, ...] = attrs.field(default=HISTORY_DAYS, converter=_as_tuple)
+    """The short and the long incremental history, in days (the ratio is long over short)."""
+    cycles: int = attrs.field(default=3, validator=_positive)
+    cycle_minutes: int = attrs.field(default=5, validator=_positive)
+    rows_per_file: int = attrs.field(default=250_000, validator=_positive)
+    duckdb_threads: int | None = attrs.field(default=None)
+    """DuckDB threads; default the number of cores of Spark's local master."""
+
+    @history_days.validator
+    def _check_history(self, attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
+        if len(value) != 2 or value[0] >= value[1]:
+            raise ConfigError(f"bench history_days must be two day counts, short then long, "
+                              f"got {value!r}")
+        for days in value:
+            _positive(None, attribute, days)
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """A smoke configuration (a few thousand trades): checks the structure, not speed."""
+        return cls(trades=4_000, symbols=3, sizes=(1_000, 4_000), repeats=1,
+                   history_per_day=400, history_days=(1, 2), cycles=1, rows_per_file=1_000)
+
+
+def parse_count(text: str) -> int:
+    """'200k', '5M', '20m' or '1500000' -> an int number of trades."""
+    value = text.strip().lower().replace("_", "")
+    scale = 1
+    if value.endswith("k"):
+        scale, value = 1_000, value[:-1]
+    elif value.endswith("m"):
+        scale, value = 1_000_000, value[:-1]
+    try:
+        number = float(value) * scale
+    except ValueError:
+        raise ConfigError(f"invalid number of trades {text!r}: expected e.g. 200k, 5M "
+                          "or 1500000") from None
+    if number < 1 or number != int(number):
+        raise ConfigError(f"invalid number of trades {text!r}: expected a whole number >= 1")
+    return int(number)
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Timing:
+    """Repeated measurements of one thing: wall seconds and CPU seconds per repeat."""
+
+    name: str
+    wall: tuple[float, ...]
+    cpu: tuple[float | None, ...]
+    trades: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        known = [c for c in self.cpu if c is not None]
+        return statistics.median(known) if known else None
+
+
+def _proc_cpu(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_peak_mib(pid: int | str) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak(pid: int | str) -> None:
+    try:  # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM)
+        with open(f"/proc/{pid}/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _jvm_pid(spark: SparkSession) -> int | None:
+    master = spark.sparkContext.master or ""
+    if not master.startswith("local"):
+        return None  # executors live elsewhere: their CPU is not ours to read
+    try:
+        return int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - any JVM without ProcessHandle: no CPU figures
+        return None
+
+
+class _Clock:
+    """Times a call: wall seconds and CPU seconds of the local JVM plus this process."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.jvm = _jvm_pid(spark)
+
+    def _cpu(self) -> float | None:
+        times = os.times()
+        own = times.user + times.system
+        if self.jvm is None:
+            return None
+        jvm = _proc_cpu(self.jvm)
+        return None if jvm is None else jvm + own
+
+    def measure(self, fn: Callable[[], object]) -> tuple[float, float | None]:
+        cpu_before = self._cpu()
+        began = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - began
+        cpu_after = self._cpu()
+        cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        return wall, cpu
+
+    def peak_mib(self) -> dict[str, float | None]:
+        own = _proc_peak_mib("self")
+        if own is None:  # no /proc: the lifetime peak (KiB on Linux, bytes on macOS)
+            own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"jvm": _proc_peak_mib(self.jvm) if self.jvm else None, "python": own}
+
+    def reset_peaks(self) -> None:
+        if self.jvm:
+            _reset_peak(self.jvm)
+        _reset_peak("self")
+
+
+def _local_cores(spark: SparkSession) -> int:
+    master = spark.sparkContext.master or ""
+    inside = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
+    if master.startswith("local") and inside.isdigit():
+        return int(inside)
+    return os.cpu_count() or 1
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def write_trades(
+    directory: Path, trades: int, symbols: int, rows_per_file: int, *, day: date = _FIRST_DAY,
+    days: int = 1, seed: int = 0,
+) -> list[Path]:
+    """Deterministic synthetic trades as Parquet files part-*.parquet in `directory`."""
+    from rollup.synthetic import synthetic_trades, write_trades_parquet
+
+    table = synthetic_trades(trades, symbols=symbols, day=day, days=days, seed=seed)
+    return write_trades_parquet(table, directory, rows_per_file, overwrite=True)
+
+
+# -- plan-level measurements ------------------------------------------------------------
+
+
+def _spark_level(spark: SparkSession, level_name: str, source: Path, target: Path, *,
+                 from_trades: bool) -> None:
+    from rollup.plans import Rollup
+    from rollup.timeframes import Dag
+
+    rollup = Rollup(Dag.standard().level(level_name))
+    frame = spark.read.parquet(str(source))
+    bars = rollup.plan_direct(frame) if from_trades else rollup.plan(frame)
+    bars.write.mode("overwrite").parquet(str(target))
+
+
+def _cascade(spark: SparkSession, trades: Path, out: Path) -> dict[str, float]:
+    """Run the cascade level by level through Parquet files; seconds per level."""
+    from rollup.timeframes import Dag
+
+    seconds = {}
+    for level in Dag.standard().order():
+        source = trades if level.parent is None else out / level.parent.name
+        began = time.perf_counter()
+        _spark_level(spark, level.name, source, out / level.name,
+                     from_trades=level.parent is None)
+        seconds[level.name] = time.perf_counter() - began
+    return seconds
+
+
+def _direct(spark: SparkSession, trades: Path, out: Path) -> None:
+    from rollup.timeframes import Dag
+
+    for level in Dag.standard().order():
+        _spark_level(spark, level.name, trades, out / f"direct_{level.name}", from_trades=True)
+
+
+DUCKDB_1M_SQL = """
+COPY (
+  WITH b AS (
+    SELECT exchange, symbol, time_bucket(INTERVAL 1 MINUTE, ts) AS window_start,
+           arg_min(price, (ts, trade_id)) AS open, max(price) AS high, min(price) AS low,
+           arg_max(price, (ts, trade_id)) AS close,
+           sum(CAST(quantity AS DECIMAL(38,8))) AS volume,
+           sum(CAST(price AS DECIMAL(38,8)) * CAST(quantity AS DECIMAL(38,8))) AS quote_volume,
+           count(*) AS trade_count
+    FROM read_parquet($files)
+    GROUP BY exchange, symbol, window_start
+  ), u AS (
+    SELECT *, CAST(replace(CAST(quote_volume AS VARCHAR), '.', '') AS HUGEINT) AS qu,
+              CAST(replace(CAST(volume AS VARCHAR), '.', '') AS HUGEINT) AS vu
+    FROM b
+  )
+  SELECT exchange, symbol, window_start, window_start + INTERVAL 1 MINUTE AS window_end,
+         CAST(window_start AS DATE) AS window_date, open, high, low, close, volume,
+         quote_volume, trade_count,
+         CASE WHEN vu <> 0 THEN CAST(CAST((2 * qu + vu) // (2 * vu) AS DECIMAL(38,0))
+                                     * 0.00000001 AS DECIMAL(18,8)) END AS vwap
+  FROM u
+) TO '{target}' (FORMAT parquet)
+"""
+"""The same exact 1m bars in DuckDB, as a single-machine user would write them.
+
+Sums are exact DECIMAL(38,*) (DuckDB 2.0 overflows DECIMAL(18,8) x DECIMAL(18,8), so both
+sides are widened to DECIMAL(38,8) first); ties are broken by (ts, trade_id). DuckDB divides
+decimals in DOUBLE, so vwap is rounded half-up on the integer units of each bar instead."""
+
+
+def _duckdb_connection(threads: int) -> Any:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads = {int(threads)}")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _duckdb_1m(con: Any, files: Sequence[Path], target: Path) -> None:
+    # COPY takes no parameter for its target: it is rollup's own scratch file, checked here.
+    if "'" in str(target):
+        raise ConfigError(f"bench work directory {target.parent} must not contain a quote")
+    sql = DUCKDB_1M_SQL.replace("{target}", str(target))
+    con.execute(sql, {"files": [str(f) for f in files]})
+
+
+_DIFFERENT_BARS = """
+WITH s AS (SELECT exchange, symbol, window_start, window_end, window_date, open, high, low,
+                  close, volume, quote_volume, trade_count, vwap FROM read_parquet($spark)),
+     d AS (SELECT exchange, symbol, window_start, window_end, window_date, open, high, low,
+                  close, volume, quote_volume, trade_count, vwap FROM read_parquet($duck))
+SELECT (SELECT count(*) FROM (FROM s EXCEPT ALL FROM d))
+     + (SELECT count(*) FROM (FROM d EXCEPT ALL FROM s))
+"""
+
+
+def _same_bars(con: Any, spark_dir: Path, duckdb_file: Path) -> bool:
+    """True when Spark's 1m Parquet files and DuckDB's hold exactly the same bars."""
+    params = {"spark": [str(p) for p in sorted(spark_dir.glob("*.parquet"))],
+              "duck": str(duckdb_file)}
+    return bool(con.execute(_DIFFERENT_BARS, params).fetchone()[0] == 0)
+
+
+# -- incremental ---------------------------------------------------------------------------
+
+
+def _append_trades(tables: Tables, files: Sequence[Path]) -> None:
+    from pyspark.sql import functions as F
+
+    from rollup.bar import TRADE_COLUMNS
+
+    frame = tables.spark.read.parquet(*[str(f) for f in files])
+    frame.select(
+        *[F.col(c.name) for c in TRADE_COLUMNS if c.name != "ingested_at"],
+        F.lit(datetime.now(UTC)).cast("timestamp").alias("ingested_at"),
+    ).writeTo(tables.trades).append()
+
+
+def _cycle_trades(config: BenchConfig, cycle: int) -> pa.Table:
+    """The trades of the `cycle`-th `cycle_minutes` of the cycle day (same for every history)."""
+    import pyarrow.compute as pc
+
+    from rollup.synthetic import synthetic_trades
+
+    day = synthetic_trades(config.history_per_day, symbols=config.symbols, day=_CYCLE_DAY,
+                           seed=1_000)
+    start = datetime.combine(_CYCLE_DAY, datetime.min.time(), UTC)
+    lo = start + timedelta(minutes=cycle * config.cycle_minutes)
+    hi = lo + timedelta(minutes=config.cycle_minutes)
+    ts = day.column("ts")
+    return day.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+
+
+@attrs.frozen
+class IncrementalResult:
+    """One history size: its initial full cascade and the timed incremental cycles."""
+
+    days: int
+    history_trades: int
+    initial_seconds: float
+    cycle: Timing
+    levels: dict[str, float]  # median seconds per level over the cycles
+
+
+def _incremental(
+    spark: SparkSession, catalog: str, namespace: str, days: int, config: BenchConfig,
+    clock: _Clock, work: Path, progress: Progress,
+) -> IncrementalResult:
+    import pyarrow.parquet as pq
+
+    from rollup.runner import run_cascade
+    from rollup.tables import Tables
+
+    tables = Tables(spark, catalog, namespace)
+    tables.create_all()
+    first = _CYCLE_DAY - timedelta(days=days)
+    history = work / f"history_{days}d"
+    for offset in range(days):  # one append (one snapshot) per day, as a daily feed makes
+        files = write_trades(history / f"day{offset:02d}", config.history_per_day,
+                             config.symbols, config.rows_per_file,
+                             day=first + timedelta(days=offset), seed=offset)
+        _append_trades(tables, files)
+    progress(f"incremental, {days} day(s) of history: initial cascade ...")
+    began = time.perf_counter()
+    run_cascade(tables)
+    initial = time.perf_counter() - began
+    walls, cpus, per_level = [], [], []
+    for cycle in range(config.cycles):
+        path = work / f"cycle_{days}d_{cycle}.parquet"
+        pq.write_table(_cycle_trades(config, cycle), path)
+        _append_trades(tables, [path])
+        results: list[Any] = []
+        wall, cpu = clock.measure(functools.partial(_run_into, tables, results))
+        walls.append(wall)
+        cpus.append(cpu)
+        per_level.append({r.level: r.seconds for r in results})
+        progress(f"  cycle {cycle + 1}: {wall:.2f}s ("
+                 + ", ".join(f"{r.level} {r.status}" for r in results) + ")")
+    levels = {name: statistics.median(p[name] for p in per_level) for name in per_level[0]}
+    return IncrementalResult(days, days * config.history_per_day, initial,
+                             Timing(f"incremental {days}d", tuple(walls), tuple(cpus)), levels)
+
+
+def _run_into(tables: Tables, results: list[Any]) -> None:
+    from rollup.runner import run_cascade
+
+    results.extend(run_cascade(tables))
+
+
+def _drop_namespace(spark: SparkSession, catalog: str, namespace: str) -> None:
+    from rollup.identifiers import qualified
+
+    for row in spark.sql(f"SHOW TABLES IN {qualified(catalog, namespace)}").collect():
+        check_identifier(row.tableName, "table name")
+        spark.sql(f"DROP TABLE IF EXISTS {qualified(catalog, namespace, row.tableName)} PURGE")
+    spark.sql(f"DROP NAMESPACE IF EXISTS {qualified(catalog, namespace)}")
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ScalePoint:
+    trades: int
+    cascade: Timing
+    one_minute: Timing
+    peak_mib: dict[str, float | None]
+
+    @property
+    def ns_per_trade(self) -> float:
+        return self.cascade.seconds / self.trades * 1e9
+
+
+@attrs.frozen
+class BenchReport:
+    """Everything one run measured; `ratios()` and `json_line()` summarise it."""
+
+    config: BenchConfig
+    master: str
+    timings: dict[str, Timing]
+    cascade_levels: dict[str, float]
+    duckdb_equal: bool | None
+    incremental: tuple[IncrementalResult, ...]
+    scaling: tuple[ScalePoint, ...]
+
+    def ratios(self) -> dict[str, float | None]:
+        t = self.timings
+        short, long = self.config.history_days
+        inc = {r.days: r.cycle.seconds for r in self.incremental}
+        per_trade = [p.ns_per_trade for p in self.scaling]
+        duck = t.get("duckdb 1m")
+        return {
+            "cascade_over_1m": t["cascade"].seconds / t["1m"].seconds,
+            "direct_over_cascade": t["direct"].seconds / t["cascade"].seconds,
+            "spark_over_duckdb": t["1m"].seconds / duck.seconds if duck else None,
+            "incremental_30d_over_1d": inc[long] / inc[short] if len(inc) == 2 else None,
+            "per_trade_spread": max(per_trade) / min(per_trade) if per_trade else None,
+        }
+
+    def cpu_ratios(self) -> dict[str, float | None]:
+        """The same ratios on CPU seconds (steadier than wall time on a shared machine)."""
+        t = self.timings
+
+        def over(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None or b == 0 else a / b
+
+        short, long = self.config.history_days
+        inc = {r.days: r.cycle.cpu_seconds for r in self.incremental}
+        duck = t.get("duckdb 1m")
+        return {
+            "cascade_over_1m": over(t["cascade"].cpu_seconds, t["1m"].cpu_seconds),
+            "direct_over_cascade": over(t["direct"].cpu_seconds, t["cascade"].cpu_seconds),
+            "spark_over_duckdb": over(t["1m"].cpu_seconds, duck.cpu_seconds if duck else None),
+            "incremental_30d_over_1d": over(inc.get(long), inc.get(short)),
+        }
+
+    def goals(self) -> dict[str, bool | None]:
+        met: dict[str, bool | None] = {}
+        for name, value in self.ratios().items():
+            op, bound = GOALS[name]
+            met[name] = None if value is None else (value <= bound if op == "<=" else
+                                                    value >= bound)
+        return met
+
+    def json_line(self) -> str:
+        def rounded(values: dict[str, float | None]) -> dict[str, float | None]:
+            return {k: None if v is None else round(v, 3) for k, v in values.items()}
+
+        return json.dumps({**rounded(self.ratios()), "trades": self.config.trades,
+                           "history_days": list(self.config.history_days),
+                           "duckdb_equal": self.duckdb_equal, "goals_met": self.goals(),
+                           "cpu": rounded(self.cpu_ratios())}, sort_keys=False)
+
+    def table(self) -> str:
+        lines = [f"rollup bench: {self.config.trades:,} trades, {self.config.symbols} symbols, "
+                 f"1 day; Spark {self.master}; median of {self.config.repeats} repeat(s)", ""]
+        lines.append(f"{'measure':<28}{'wall s':>10}{'cpu s':>10}{'ns/trade':>10}")
+        for timing in self.timings.values():
+            cpu = timing.cpu_seconds
+            per = timing.seconds / timing.trades * 1e9 if timing.trades else None
+            lines.append(f"{timing.name:<28}{timing.seconds:>10.3f}"
+                         f"{'-' if cpu is None else f'{cpu:.3f}':>10}"
+                         f"{'-' if per is None else f'{per:.0f}':>10}")
+        lines.append("  cascade per level: " + ", ".join(
+            f"{name} {s:.3f}s" for name, s in self.cascade_levels.items()))
+        if self.duckdb_equal is not None:
+            lines.append(f"  DuckDB 1m bars equal to Spark's: {self.duckdb_equal}")
+        for inc in self.incremental:
+            cpu = inc.cycle.cpu_seconds
+            lines.append(f"{f'incremental {inc.days}d':<28}{inc.cycle.seconds:>10.3f}"
+                         f"{'-' if cpu is None else f'{cpu:.3f}':>10}"
+                         f"   history {inc.history_trades:,} trades, initial cascade "
+                         f"{inc.initial_seconds:.1f}s")
+            lines.append("  per level: " + ", ".join(
+                f"{name} {s:.3f}s" for name, s in inc.levels.items()))
+        if self.scaling:
+            lines.append("")
+            lines.append(f"{'scaling (cascade)':<28}{'wall s':>10}{'ns/trade':>10}"
+                         f"{'1m ns/tr':>10}{'JVM MiB':>10}{'py MiB':>10}")
+            for p in self.scaling:
+                jvm, py = p.peak_mib.get("jvm"), p.peak_mib.get("python")
+                lines.append(f"{f'{p.trades:,} trades':<28}{p.cascade.seconds:>10.3f}"
+                             f"{p.ns_per_trade:>10.0f}"
+                             f"{p.one_minute.seconds / p.trades * 1e9:>10.0f}"
+                             f"{'-' if jvm is None else f'{jvm:.0f}':>10}"
+                             f"{'-' if py is None else f'{py:.0f}':>10}")
+        lines.append("")
+        goals = self.goals()
+        for name, value in self.ratios().items():
+            op, bound = GOALS[name]
+            state = {True: "met", False: "NOT met", None: "n/a"}[goals[name]]
+            shown = "-" if value is None else f"{value:.3f}"
+            lines.append(f"{name:<28}{shown:>10}   goal {op} {bound}: {state}")
+        return "\n".join(lines)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def _repeat(clock: _Clock, name: str, repeats: int, fn: Callable[[], object],
+            trades: int = 0) -> Timing:
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = clock.measure(fn)
+        walls.append(wall)
+        cpus.append(cpu)
+    return Timing(name, tuple(walls), tuple(cpus), trades)
+
+
+@contextmanager
+def _workdir(parent: str | Path | None, keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="rollup-bench-", dir=parent))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run_benchmarks(
+    spark: SparkSession,
+    config: BenchConfig | None = None,
+    *,
+    catalog: str = "rollup",
+    namespace: str | None = None,
+    workdir: str | Path | None = None,
+    keep: bool = False,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """Run the whole suite on `spark` and return its report.
+
+    Args:
+        spark: a SparkSession with rollup's Iceberg `catalog` (e.g. `rollup.engine.get_spark`).
+        config: sizes and repetitions (default `BenchConfig()`; `BenchConfig.quick()` for a
+            smoke run).
+        namespace: prefix of the two scratch namespaces of the incremental figure (default a
+            fresh `bench_<hex>`); both are dropped at the end unless `keep`.
+        workdir: parent directory of the scratch Parquet files (default the system temp).
+        keep: keep the scratch files and namespaces.
+
+    Raises:
+        ConfigError: an invalid configuration or namespace.
+    """
+    from rollup.engine import configure_session
+
+    config = config or BenchConfig()
+    say = progress or (lambda _message: None)
+    configure_session(spark, catalog=catalog)
+    prefix = check_identifier(namespace or f"bench_{uuid.uuid4().hex[:8]}", "namespace")
+    clock = _Clock(spark)
+    threads = config.duckdb_threads or _local_cores(spark)
+    with _workdir(workdir, keep) as work:
+        say(f"writing {config.trades:,} synthetic trades to {work} ...")
+        files = write_trades(work / "trades", config.trades, config.symbols, config.rows_per_file)
+        trades_dir = work / "trades"
+        out = work / "out"
+        say("warming up Spark ...")
+        _cascade(spark, trades_dir, out)
+        timings: dict[str, Timing] = {}
+        level_runs: list[dict[str, float]] = []
+        say("timing the 1m level, the cascade and the direct approach ...")
+        timings["1m"] = _repeat(clock, "1m (Spark)", config.repeats, lambda: _spark_level(
+            spark, "1m", trades_dir, out / "1m", from_trades=True), config.trades)
+        timings["cascade"] = _repeat(
+            clock, "cascade 1m..1d (Spark)", config.repeats,
+            lambda: level_runs.append(_cascade(spark, trades_dir, out)), config.trades)
+        timings["direct"] = _repeat(clock, "direct, 5 levels (Spark)", config.repeats,
+                                    lambda: _direct(spark, trades_dir, out), config.trades)
+        cascade_levels = {name: statistics.median(run[name] for run in level_runs)
+                          for name in level_runs[0]}
+        duckdb_equal: bool | None = None
+        try:
+            con = _duckdb_connection(threads)
+        except ImportError:
+            say("duckdb is not installed: no DuckDB figure (pip install 'rollup[bench]')")
+        else:
+            say(f"timing DuckDB ({threads} threads) on the same files ...")
+            duck_out = work / "duckdb_1m.parquet"
+            _duckdb_1m(con, files, duck_out)  # warm-up
+            timings["duckdb 1m"] = _repeat(clock, "1m (DuckDB)", config.repeats,
+                                           lambda: _duckdb_1m(con, files, duck_out),
+                                           config.trades)
+            duckdb_equal = _same_bars(con, out / "1m", duck_out)
+            con.close()
+        incremental = []
+        for days in config.history_days:
+            ns = f"{prefix}_h{days}d"
+            try:
+                incremental.append(_incremental(spark, catalog, ns, days, config, clock, work,
+                                                say))
+            finally:
+                if not keep:
+                    _drop_namespace(spark, catalog, ns)
+        scaling = []
+        for size in sorted(set(config.sizes)):
+            say(f"scaling: {size:,} trades ...")
+            size_dir = work / f"trades_{size}"
+            if size == config.trades:
+                size_dir = trades_dir
+            else:
+                write_trades(size_dir, size, config.symbols, config.rows_per_file, seed=size)
+            size_out = work / f"out_{size}"
+            _cascade(spark, size_dir, size_out)  # warm-up and file cache
+            clock.reset_peaks()
+            cascade = _repeat(clock, f"cascade {size:,}", config.repeats,
+                              functools.partial(_cascade, spark, size_dir, size_out), size)
+            one = _repeat(clock, f"1m {size:,}", config.repeats,
+                          functools.partial(_spark_level, spark, "1m", size_dir,
+                                            size_out / "1m", from_trades=True), size)
+            scaling.append(ScalePoint(size, cascade, one, clock.peak_mib()))
+            if size_dir != trades_dir and not keep:
+                shutil.rmtree(size_dir, ignore_errors=True)
+    return BenchReport(config, spark.sparkContext.master or "?", timings, cascade_levels,
+                       duckdb_equal, tuple(incremental), tuple(scaling))

@@ -1,0 +1,83 @@
+"""`rollup bench`: the benchmark suite (see docs/benchmarks.md and `rollup.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from typing import Any
+
+from rollup.cli.common import progress, settings_from
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure the cascade against the direct approach, DuckDB and itself at scale",
+        description="Prints a table, then one JSON line with the ratios. Without --warehouse "
+                    "the Iceberg part uses a scratch warehouse that is deleted afterwards.",
+    )
+    p.add_argument("--trades", default=None,
+                   help="trades of the main measurements, e.g. 5M or 200k (default 5M)")
+    p.add_argument("--sizes", default=None,
+                   help="comma-separated sizes for time per trade (default 1M,5M,20M)")
+    p.add_argument("--symbols", type=int, default=None, help="symbols (default 20)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repetitions per figure; the median is reported (default 3)")
+    p.add_argument("--history-per-day", default=None,
+                   help="trades per day of incremental history (default 200k)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run on a few thousand trades (structure, not speed)")
+    p.add_argument("--workdir", help="parent directory for scratch files (default system temp)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the scratch files and the bench namespaces")
+    p.set_defaults(handler=cmd_bench)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The `BenchConfig` for the command's options (--quick first, explicit options on top)."""
+    import attrs
+
+    from rollup.bench import BenchConfig, parse_count
+
+    config = BenchConfig.quick() if args.quick else BenchConfig()
+    changes: dict[str, Any] = {}
+    if args.trades is not None:
+        changes["trades"] = parse_count(args.trades)
+        if args.sizes is None and args.quick:
+            changes["sizes"] = (changes["trades"],)
+    if args.sizes is not None:
+        changes["sizes"] = tuple(parse_count(s) for s in args.sizes.split(",") if s.strip())
+    for name in ("symbols", "repeats"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.history_per_day is not None:
+        changes["history_per_day"] = parse_count(args.history_per_day)
+    return attrs.evolve(config, **changes)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pyspark.sql import SparkSession
+
+    from rollup.bench import run_benchmarks
+    from rollup.engine import get_spark
+
+    config = build_config(args)
+    settings = settings_from(args)
+    scratch = None
+    warehouse = args.warehouse
+    if warehouse is None and SparkSession.getActiveSession() is None:
+        scratch = tempfile.TemporaryDirectory(prefix="rollup-bench-warehouse-", dir=args.workdir)
+        warehouse = scratch.name
+    try:
+        progress("starting Spark with Iceberg ...")
+        spark = get_spark(warehouse, catalog=settings.catalog, master=settings.master,
+                          conf=dict(settings.spark_conf))
+        report = run_benchmarks(spark, config, catalog=settings.catalog,
+                                namespace=args.namespace, workdir=args.workdir, keep=args.keep,
+                                progress=progress)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    print(report.table())
+    print(report.json_line(), flush=True)
+    return 0

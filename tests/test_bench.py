@@ -1,0 +1,128 @@
+"""The benchmark suite: configuration, report arithmetic, and a tiny end-to-end run.
+
+Timings are never asserted; the smoke run checks the printed structure, the JSON keys and
+that DuckDB's exact 1m bars equal Spark's on the same synthetic trades (ties included)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from rollup.bench import (
+    GOALS,
+    BenchConfig,
+    BenchReport,
+    IncrementalResult,
+    ScalePoint,
+    Timing,
+    parse_count,
+)
+from rollup.errors import ConfigError
+
+RATIOS = ("cascade_over_1m", "direct_over_cascade", "spark_over_duckdb",
+          "incremental_30d_over_1d", "per_trade_spread")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("200k", 200_000), ("5M", 5_000_000), ("20m", 20_000_000), ("1500000", 1_500_000),
+    ("1_000", 1_000), ("2.5M", 2_500_000),
+])
+def test_parse_count(text: str, expected: int) -> None:
+    assert parse_count(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "x", "0", "-5", "1.5", "5G"])
+def test_parse_count_rejects_with_one_line(text: str) -> None:
+    with pytest.raises(ConfigError, match="invalid number of trades"):
+        parse_count(text)
+
+
+def test_config_validates_values() -> None:
+    with pytest.raises(ConfigError, match="repeats must be an integer >= 1"):
+        BenchConfig(repeats=0)
+    with pytest.raises(ConfigError, match="sizes must name at least one"):
+        BenchConfig(sizes=())
+    with pytest.raises(ConfigError, match="history_days"):
+        BenchConfig(history_days=(30, 1))
+    assert BenchConfig().trades == 5_000_000 and BenchConfig().symbols == 20
+    assert BenchConfig.quick().trades < 10_000
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    base = {"quick": False, "trades": None, "sizes": None, "symbols": None, "repeats": None,
+            "history_per_day": None}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_cli_options_build_the_config() -> None:
+    from rollup.cli.bench import build_config
+
+    assert build_config(_args()) == BenchConfig()
+    config = build_config(_args(trades="1M", sizes="200k,1M", repeats=5, symbols=4))
+    assert (config.trades, config.sizes, config.repeats, config.symbols) == (
+        1_000_000, (200_000, 1_000_000), 5, 4)
+    quick = build_config(_args(quick=True, trades="3000"))
+    assert quick.trades == 3_000 and quick.sizes == (3_000,) and quick.repeats == 1
+
+
+def _timing(name: str, *wall: float, trades: int = 0) -> Timing:
+    return Timing(name, wall, tuple(w * 1.5 for w in wall), trades)
+
+
+def test_report_ratios_goals_and_json() -> None:
+    config = BenchConfig(trades=1_000, sizes=(1_000, 2_000), history_days=(1, 30))
+    report = BenchReport(
+        config, "local[2]",
+        timings={"1m": _timing("1m", 1.0, 2.0, 3.0), "cascade": _timing("c", 2.2),
+                 "direct": _timing("d", 11.0), "duckdb 1m": _timing("duck", 0.5)},
+        cascade_levels={"1m": 2.0, "5m": 0.2},
+        duckdb_equal=True,
+        incremental=(IncrementalResult(1, 10, 3.0, _timing("i1", 1.0), {"1m": 0.5}),
+                     IncrementalResult(30, 300, 9.0, _timing("i30", 1.1), {"1m": 0.6})),
+        scaling=(ScalePoint(1_000, _timing("s1", 1.0), _timing("o1", 0.5), {"jvm": 1.0}),
+                 ScalePoint(2_000, _timing("s2", 1.8), _timing("o2", 0.9), {"jvm": 2.0})),
+    )
+    ratios = report.ratios()
+    assert ratios["cascade_over_1m"] == pytest.approx(1.1)  # median of 1m is 2.0
+    assert ratios["direct_over_cascade"] == pytest.approx(5.0)
+    assert ratios["spark_over_duckdb"] == pytest.approx(4.0)
+    assert ratios["incremental_30d_over_1d"] == pytest.approx(1.1)
+    assert ratios["per_trade_spread"] == pytest.approx(1.0 / 0.9)
+    goals = report.goals()
+    assert goals == {"cascade_over_1m": True, "direct_over_cascade": True,
+                     "spark_over_duckdb": False, "incremental_30d_over_1d": True,
+                     "per_trade_spread": False}
+    line = json.loads(report.json_line())
+    assert set(RATIOS) <= set(line) and line["duckdb_equal"] is True
+    assert line["cpu"]["cascade_over_1m"] == pytest.approx(1.1, abs=1e-3)
+    table = report.table()
+    assert "spark_over_duckdb" in table and "NOT met" in table and "2,000 trades" in table
+    assert set(GOALS) == set(RATIOS)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_quick_bench_run_prints_a_table_and_one_json_line(
+    spark, warehouse, namespace, capsys  # type: ignore[no-untyped-def]
+) -> None:
+    from rollup.cli import main
+
+    code = main(["--catalog", "rollup", "--namespace", namespace, "--warehouse", str(warehouse),
+                 "bench", "--quick"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    for key in RATIOS:
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["trades"] == BenchConfig.quick().trades
+    assert result["duckdb_equal"] is True  # Spark's 1m bars == DuckDB's, exactly
+    assert set(result["goals_met"]) == set(RATIOS)
+    text = "\n".join(out[:-1])
+    for label in ("1m (Spark)", "cascade 1m..1d (Spark)", "direct, 5 levels (Spark)",
+                  "1m (DuckDB)", "incremental 1d", "incremental 2d", "scaling (cascade)"):
+        assert label in text, label
+    # the scratch namespaces of the incremental figure are dropped again
+    names = {r.namespace for r in spark.sql("SHOW NAMESPACES IN rollup").collect()}
+    assert not any(n.startswith(f"{namespace}_h") for n in names)
