@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 POSITION = "rollup.parent-snapshot-id"
 LAST_RUN_ID = "rollup.last-run-id"
 LAST_RUN_AT = "rollup.last-run-at"
+CURRENT_SNAPSHOT = "current-snapshot-id"  # reported by Iceberg's Spark tables
 
 # Snapshot operations that bring new rows; 'replace' (compaction) and 'delete' bring none.
 DATA_OPERATIONS = ("append", "overwrite")
@@ -45,6 +46,10 @@ def snapshots(spark: SparkSession, table: str) -> dict[int, Snapshot]:
 
 def current_snapshot(spark: SparkSession, table: str) -> int | None:
     """Id of the table's current snapshot, or None for a table never written."""
+    # Iceberg's Spark tables report it as a property: no Spark job (the history table was one).
+    reported = table_properties(spark, table).get(CURRENT_SNAPSHOT)
+    if reported is not None:
+        return None if reported == "none" else int(reported)
     rows = (
         spark.table(f"{table}.history")
         .where(F.col("is_current_ancestor"))
