@@ -46,10 +46,11 @@ def _reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
     """Join recomputed bars with stored ones: keep lineage of unchanged bars, count changes.
 
     Returns the rows to write, the number of new or changed bars and of stored bars that
-    have no recomputed counterpart (which the write removes).
+    have no recomputed counterpart (which the write removes). One join, computed once.
     """
-    joined = new.alias("s").join(old.alias("t"), list(KEY_COLUMNS), "left")
-    same = F.col("t.trade_count").isNotNull() & _same_values("s", "t")
+    joined = new.alias("s").join(old.alias("t"), list(KEY_COLUMNS), "full_outer")
+    recomputed = F.col("s.trade_count").isNotNull()
+    same = recomputed & F.col("t.trade_count").isNotNull() & _same_values("s", "t")
     merged = joined.select(
         *[F.col(k) for k in KEY_COLUMNS],
         *[F.col(f"s.{c.name}") for c in BAR_COLUMNS
@@ -58,10 +59,14 @@ def _reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
         F.when(same, F.col("t.updated_at")).otherwise(F.col("s.updated_at")).alias("updated_at"),
         F.when(same, F.col("t.run_id")).otherwise(F.col("s.run_id")).alias("run_id"),
         same.alias("_same"),
+        recomputed.alias("_recomputed"),
     ).localCheckpoint()
-    changed = merged.where(~F.col("_same")).count()
-    deleted = old.join(new, list(KEY_COLUMNS), "left_anti").count()
-    return merged, changed, deleted
+    counts = merged.agg(
+        F.count(F.when(F.col("_recomputed") & ~F.col("_same"), 1)).alias("changed"),
+        F.count(F.when(~F.col("_recomputed"), 1)).alias("deleted"),
+    ).first()
+    assert counts is not None
+    return merged.where(F.col("_recomputed")), int(counts.changed), int(counts.deleted)
 
 
 def partition_filter(dates: Sequence[date]) -> Column:
