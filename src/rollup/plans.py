@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import attrs
 from pyspark.sql import Column, DataFrame
@@ -50,26 +49,24 @@ _LIMBS = 5  # price units (< 1e18) and quantity units (< 1e20) each fit in 5 lim
 _KEYS = ("exchange", "symbol", "window_start")
 
 
-def _whole_and_units(value: Column) -> tuple[Column, Column]:
-    """A decimal with 8 decimals as two exact longs: integer part and fraction in 1e-8 units.
+def _whole(column: str) -> str:
+    """SQL: the integer part of a decimal column, as a long (truncated toward zero)."""
+    return f"CAST({column} AS BIGINT)"
+
+
+def _fraction_units(column: str) -> str:
+    """SQL: the fraction of a decimal column with 8 decimals, in exact 1e-8 units (a long).
 
     The fraction has at most 8 decimals and magnitude below 1, so its double is within 1e-16
     of it and rint(double x 1e8) is exactly its number of units.
     """
-    whole = value.cast("long")
-    fraction = (value - whole.cast("decimal(20,0)")).cast("double")
-    return whole, F.rint(fraction * F.lit(1e8)).cast("long")
+    return (f"CAST(rint(CAST({column} - CAST({_whole(column)} AS DECIMAL(20,0)) AS DOUBLE)"
+            " * 1e8) AS BIGINT)")
 
 
-def _div(name: str, divisor: int) -> Column:
-    """Integer division (truncating, as Java) of one of this module's own long columns."""
-    return F.expr(f"`{name}` div {int(divisor)}")
-
-
-def _units_to_decimal(units: Column, scale: int, type_: str) -> Column:
-    """An integral count of 10^-scale units as an exact `type_`; null when it does not fit."""
-    text = units.cast("decimal(38,0)").cast("string")
-    return F.concat(text, F.lit(f"E-{int(scale)}")).cast(type_)
+def _decimal_of_units(units: str, scale: int, type_: str) -> str:
+    """SQL: an integral count of 10^-scale units as an exact `type_`; null if it does not fit."""
+    return f"CAST(concat(CAST(CAST({units} AS DECIMAL(38,0)) AS STRING), 'E-{scale}') AS {type_})"
 
 
 def order_bits(tf: Timeframe) -> int:
@@ -91,70 +88,54 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
     - volume and quote_volume: quantities and prices as integer limbs of base 1e4, summed as
       longs (safe up to 1.8e10 trades per window) and turned back into decimals per window.
     """
-    bits = order_bits(tf)
-    low = F.lit((1 << bits) - 1)
-    offset = F.unix_micros(F.col("ts")) - F.unix_micros(F.col("window_start"))
-    price_whole, price_frac = _whole_and_units(F.col("price"))
-    qty_whole, qty_frac = _whole_and_units(F.col("quantity"))
-    units = trades.select(
+    bits, limbs = order_bits(tf), range(_LIMBS)
+    low = (1 << bits) - 1
+    # Integer arithmetic on this function's own columns, as SQL text: one JVM call per
+    # expression instead of one per operator (plan building is part of every run's cost).
+    units = trades.selectExpr(
         *_KEYS, "price",
-        F.shiftleft(offset, bits).bitwiseOR(F.col("trade_id").bitwiseAND(low)).alias("_key"),
-        F.shiftright(F.col("trade_id"), bits).alias("_id_high"),
-        (price_whole * F.lit(_UNITS) + price_frac).alias("_p"),
-        qty_whole.alias("_qw"), qty_frac.alias("_qf"),
+        f"shiftleft(unix_micros(ts) - unix_micros(window_start), {bits}) | (trade_id & {low})"
+        " AS _key",
+        f"shiftright(trade_id, {bits}) AS _id_high",
+        f"{_whole('price')} * {_UNITS} + {_fraction_units('price')} AS _p",
+        f"{_whole('quantity')} AS _qw",
+        f"{_fraction_units('quantity')} AS _qf",
     )
-    # quantity units = _qw * 1e8 + _qf: limbs 0-1 come from the fraction, 2-4 from the whole
-    qty_limbs = [F.col("_qf") % F.lit(_LIMB), _div("_qf", _LIMB), F.col("_qw") % F.lit(_LIMB),
-                 _div("_qw", _LIMB) % F.lit(_LIMB), _div("_qw", _LIMB**2)]
-    limbs = units.select(
+    limbs_of = units.selectExpr(
         *_KEYS, "price", "_key", "_id_high", "_qf",
-        (F.col("_qw") % F.lit(1_000_000)).alias("_qw_low"),
-        _div("_qw", 1_000_000).alias("_qw_high"),
-        *[(_div("_p", _LIMB**k) % F.lit(_LIMB)).alias(f"_p{k}") for k in range(_LIMBS)],
-        *[limb.alias(f"_q{k}") for k, limb in enumerate(qty_limbs)],
+        "_qw % 1000000 AS _qw_low", "_qw div 1000000 AS _qw_high",
+        *[f"_p div {_LIMB**k} % {_LIMB} AS _p{k}" for k in limbs],
+        # quantity units = _qw * 1e8 + _qf: limbs 0-1 come from the fraction, 2-4 from the whole
+        f"_qf % {_LIMB} AS _q0", f"_qf div {_LIMB} AS _q1", f"_qw % {_LIMB} AS _q2",
+        f"_qw div {_LIMB} % {_LIMB} AS _q3", f"_qw div {_LIMB**2} AS _q4",
     )
-    products = []  # sum over trades of the k-th limb of price x quantity, before carries
-    for k in range(2 * _LIMBS - 1):
-        terms = [F.col(f"_p{i}") * F.col(f"_q{k - i}")
-                 for i in range(_LIMBS) if 0 <= k - i < _LIMBS]
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        products.append(F.sum(total).alias(f"_s{k}"))
-    step_one = limbs.groupBy(*_KEYS, "_id_high").agg(
-        F.min_by("price", "_key").alias("open"), F.min("_key").alias("_open_key"),
-        F.max_by("price", "_key").alias("close"), F.max("_key").alias("_close_key"),
-        F.max("price").alias("high"), F.min("price").alias("low"),
-        F.count(F.lit(1)).alias("trade_count"),
-        F.sum("_qw_high").alias("_vh"), F.sum("_qw_low").alias("_vl"), F.sum("_qf").alias("_vf"),
-        *products,
-    )
-
-    def order(key: str) -> Column:  # (offset, trade_id) of a step-one row's first/last trade
-        return F.struct(F.shiftright(F.col(key), bits), F.col("_id_high"),
-                        F.col(key).bitwiseAND(low))
-
+    products = [  # sum over trades of the k-th limb of price x quantity, before carries
+        "sum(" + " + ".join(f"_p{i} * _q{k - i}" for i in limbs if k - i in limbs) + f") AS _s{k}"
+        for k in range(2 * _LIMBS - 1)
+    ]
+    step_one = limbs_of.groupBy(*_KEYS, "_id_high").agg(*map(F.expr, [
+        "min_by(price, _key) AS `open`", "min(_key) AS _open_key",
+        "max_by(price, _key) AS `close`", "max(_key) AS _close_key",
+        "max(price) AS high", "min(price) AS low", "count(1) AS trade_count",
+        "sum(_qw_high) AS _vh", "sum(_qw_low) AS _vl", "sum(_qf) AS _vf", *products,
+    ]))
+    # (offset, high bits, low bits) of a step-one row's first/last trade: (ts, trade_id) order
+    order = f"struct(shiftright({{0}}, {bits}), _id_high, {{0}} & {low})"
     sums = ["_vh", "_vl", "_vf", *(f"_s{k}" for k in range(2 * _LIMBS - 1))]
-    step_two = step_one.groupBy(*_KEYS).agg(
-        F.min_by("open", order("_open_key")).alias("open"),
-        F.max("high").alias("high"),
-        F.min("low").alias("low"),
-        F.max_by("close", order("_close_key")).alias("close"),
-        F.sum("trade_count").alias("trade_count"),
-        *[F.sum(name).alias(name) for name in sums],
-    )
-    volume_units = ((F.col("_vh").cast("decimal(38,0)") * F.lit(1_000_000) + F.col("_vl"))
-                    * F.lit(_UNITS) + F.col("_vf"))
-    quote_units: Column | None = None
-    for k in range(2 * _LIMBS - 1):
-        term = F.col(f"_s{k}").cast("decimal(38,0)") * F.lit(Decimal(_LIMB**k))
-        quote_units = term if quote_units is None else quote_units + term
-    assert quote_units is not None
-    return step_two.select(
-        *_KEYS, "open", "high", "low", "close",
-        _units_to_decimal(volume_units, 8, VOLUME).alias("volume"),
-        _units_to_decimal(quote_units, 16, QUOTE).alias("quote_volume"),
-        F.col("trade_count").cast("long").alias("trade_count"),
+    step_two = step_one.groupBy(*_KEYS).agg(*map(F.expr, [
+        f"min_by(`open`, {order.format('_open_key')}) AS `open`",
+        "max(high) AS high", "min(low) AS low",
+        f"max_by(`close`, {order.format('_close_key')}) AS `close`",
+        "sum(trade_count) AS trade_count", *(f"sum({name}) AS {name}" for name in sums),
+    ]))
+    volume_units = f"(CAST(_vh AS DECIMAL(38,0)) * 1000000 + _vl) * {_UNITS} + _vf"
+    quote_units = " + ".join(f"CAST(_s{k} AS DECIMAL(38,0)) * {_LIMB**k}"
+                             for k in range(2 * _LIMBS - 1))
+    return step_two.selectExpr(
+        *_KEYS, "`open`", "high", "low", "`close`",
+        f"{_decimal_of_units(volume_units, 8, VOLUME)} AS volume",
+        f"{_decimal_of_units(quote_units, 16, QUOTE)} AS quote_volume",
+        "CAST(trade_count AS BIGINT) AS trade_count",
     )
 
 
@@ -173,29 +154,19 @@ def aggregate_bars(bars: DataFrame) -> DataFrame:
 
 def finish(bars: DataFrame, tf: Timeframe) -> DataFrame:
     """Add window_end, window_date and vwap, check for overflow, order the columns."""
-    start_micros = F.unix_micros(F.col("window_start"))
-    vwap = F.when(
-        F.col("volume") != 0, (F.col("quote_volume") / F.col("volume")).cast(PRICE)
-    )
-    overflow = F.raise_error(
-        F.concat(
-            F.lit("rollup: decimal overflow in volume or quote_volume for "),
-            F.col("exchange"), F.lit("/"), F.col("symbol"), F.lit(" at "),
-            F.col("window_start").cast("string"),
-        )
-    )
-    checked_quote = F.when(
-        F.col("quote_volume").isNull() | F.col("volume").isNull(), overflow.cast(QUOTE)
-    ).otherwise(F.col("quote_volume"))
-    return (
-        bars.withColumn("quote_volume", checked_quote)
-        .withColumn("window_end", F.timestamp_micros(start_micros + F.lit(tf.micros)))
-        .withColumn(
-            "window_date",
-            F.date_from_unix_date(F.floor(start_micros / F.lit(_MICROS_PER_DAY)).cast("int")),
-        )
-        .withColumn("vwap", vwap)
-        .select(*BAR_OUTPUT)
+    start = "unix_micros(window_start)"
+    overflow = ("raise_error(concat('rollup: decimal overflow in volume or quote_volume for ', "
+                "exchange, '/', symbol, ' at ', CAST(window_start AS STRING)))")
+    return bars.selectExpr(  # one projection, built in one JVM call
+        "exchange", "symbol", "window_start",
+        f"timestamp_micros({start} + {tf.micros}) AS window_end",
+        f"date_from_unix_date(CAST(({start} - pmod({start}, {_MICROS_PER_DAY}))"
+        f" div {_MICROS_PER_DAY} AS INT)) AS window_date",
+        "`open`", "high", "low", "`close`", "volume",
+        f"CASE WHEN quote_volume IS NULL OR volume IS NULL THEN CAST({overflow} AS {QUOTE})"
+        " ELSE quote_volume END AS quote_volume",
+        "trade_count",
+        f"CASE WHEN volume != 0 THEN CAST(quote_volume / volume AS {PRICE}) END AS vwap",
     )
 
 
