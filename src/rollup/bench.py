@@ -93,6 +93,8 @@ class BenchConfig:
     """Trades per day of incremental history (30 days hold 30 times as many)."""
     history_days: tuple[int, ...] = attrs.field(default=HISTORY_DAYS, converter=_as_tuple)
     """The short and the long incremental history, in days (the ratio is long over short)."""
+    warmups: int = attrs.field(default=2, validator=_positive)
+    """Untimed rounds of every plan-level step before the timed ones (JIT, caches)."""
     cycles: int = attrs.field(default=3, validator=_positive)
     cycle_minutes: int = attrs.field(default=5, validator=_positive)
     rows_per_file: int = attrs.field(default=250_000, validator=_positive)
@@ -110,7 +112,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         """A smoke configuration (a few thousand trades): checks the structure, not speed."""
-        return cls(trades=4_000, symbols=3, sizes=(1_000, 4_000), repeats=1,
+        return cls(trades=4_000, symbols=3, sizes=(1_000, 4_000), repeats=1, warmups=1,
                    history_per_day=400, history_days=(1, 2), cycles=1, rows_per_file=1_000)
 
 
@@ -258,9 +260,19 @@ def _spark_level(spark: SparkSession, level_name: str, source: Path, target: Pat
     from rollup.timeframes import Dag
 
     rollup = Rollup(Dag.standard().level(level_name))
-    frame = spark.read.parquet(str(source))
+    # The schema is given, as a table format would: no footer is read to infer it.
+    frame = spark.read.schema(_TRADES_SCHEMA if from_trades else _BARS_SCHEMA).parquet(
+        str(source))
     bars = rollup.plan_direct(frame) if from_trades else rollup.plan(frame)
     bars.write.mode("overwrite").parquet(str(target))
+
+
+_TRADES_SCHEMA = ("exchange STRING, symbol STRING, trade_id BIGINT, ts TIMESTAMP, "
+                  "price DECIMAL(18,8), quantity DECIMAL(20,8), side STRING")
+_BARS_SCHEMA = ("exchange STRING, symbol STRING, window_start TIMESTAMP, window_end TIMESTAMP, "
+                "window_date DATE, open DECIMAL(18,8), high DECIMAL(18,8), low DECIMAL(18,8), "
+                "close DECIMAL(18,8), volume DECIMAL(38,8), quote_volume DECIMAL(38,16), "
+                "trade_count BIGINT, vwap DECIMAL(18,8)")
 
 
 def _cascade(spark: SparkSession, trades: Path, out: Path) -> dict[str, float]:
@@ -315,7 +327,8 @@ sides are widened to DECIMAL(38,8) first); ties are broken by (ts, trade_id). Du
 decimals in DOUBLE, so vwap is rounded half-up on the integer units of each bar instead."""
 
 
-def _duckdb_connection(threads: int) -> Any:
+def duckdb_connection(threads: int) -> Any:
+    """An in-memory DuckDB connection with `threads` threads and UTC time zone."""
     import duckdb
 
     con = duckdb.connect()
@@ -324,7 +337,8 @@ def _duckdb_connection(threads: int) -> Any:
     return con
 
 
-def _duckdb_1m(con: Any, files: Sequence[Path], target: Path) -> None:
+def duckdb_1m(con: Any, files: Sequence[Path], target: Path) -> None:
+    """DuckDB's exact 1m bars of the trades Parquet `files`, written to the file `target`."""
     # COPY takes no parameter for its target: it is rollup's own scratch file, checked here.
     if "'" in str(target):
         raise ConfigError(f"bench work directory {target.parent} must not contain a quote")
@@ -565,16 +579,6 @@ class BenchReport:
 # -- the run -------------------------------------------------------------------------------
 
 
-def _repeat(clock: _Clock, name: str, repeats: int, fn: Callable[[], object],
-            trades: int = 0) -> Timing:
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = clock.measure(fn)
-        walls.append(wall)
-        cpus.append(cpu)
-    return Timing(name, tuple(walls), tuple(cpus), trades)
-
-
 @contextmanager
 def _workdir(parent: str | Path | None, keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="rollup-bench-", dir=parent))
@@ -583,6 +587,88 @@ def _workdir(parent: str | Path | None, keep: bool) -> Iterator[Path]:
     finally:
         if not keep:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _interleaved(clock: _Clock, steps: dict[str, Callable[[], object]], repeats: int,
+                 warmups: int) -> dict[str, tuple[list[float], list[float | None]]]:
+    """Time each step `repeats` times, round-robin (so drift hits every step alike)."""
+    for _ in range(warmups):
+        for fn in steps.values():
+            fn()
+    measured: dict[str, tuple[list[float], list[float | None]]] = {k: ([], []) for k in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            wall, cpu = clock.measure(fn)
+            measured[name][0].append(wall)
+            measured[name][1].append(cpu)
+    return measured
+
+
+def _plan_level(
+    spark: SparkSession, clock: _Clock, config: BenchConfig, work: Path, threads: int,
+    say: Progress,
+) -> tuple[dict[str, Timing], dict[str, float], bool | None]:
+    say(f"writing {config.trades:,} synthetic trades to {work} ...")
+    trades = work / "trades"
+    files = write_trades(trades, config.trades, config.symbols, config.rows_per_file)
+    out = work / "out"
+    level_runs: list[dict[str, float]] = []
+    steps: dict[str, Callable[[], object]] = {
+        "1m": functools.partial(_spark_level, spark, "1m", trades, out / "1m", from_trades=True),
+        "cascade": lambda: level_runs.append(_cascade(spark, trades, out)),
+        "direct": functools.partial(_direct, spark, trades, out),
+    }
+    labels = {"1m": "1m (Spark)", "cascade": "cascade 1m..1d (Spark)",
+              "direct": "direct, 5 levels (Spark)", "duckdb 1m": "1m (DuckDB)"}
+    con = None
+    try:
+        con = duckdb_connection(threads)
+    except ImportError:
+        say("duckdb is not installed: no DuckDB figure (pip install 'rollup[bench]')")
+    duck_out = work / "duckdb_1m.parquet"
+    if con is not None:
+        steps["duckdb 1m"] = functools.partial(duckdb_1m, con, files, duck_out)
+    say(f"timing 1m, cascade, direct (Spark) and 1m (DuckDB, {threads} threads): "
+        f"{config.warmups} warm-up and {config.repeats} timed round(s) ...")
+    measured = _interleaved(clock, steps, config.repeats, config.warmups)
+    level_runs = level_runs[config.warmups:]
+    timings = {name: Timing(labels[name], tuple(walls), tuple(cpus), config.trades)
+               for name, (walls, cpus) in measured.items()}
+    cascade_levels = {name: statistics.median(run[name] for run in level_runs)
+                      for name in level_runs[0]}
+    duckdb_equal = None
+    if con is not None:
+        duckdb_equal = _same_bars(con, out / "1m", duck_out)
+        con.close()
+    return timings, cascade_levels, duckdb_equal
+
+
+def _scale_point(
+    spark: SparkSession, clock: _Clock, config: BenchConfig, work: Path, size: int,
+    keep: bool, say: Progress,
+) -> ScalePoint:
+    say(f"scaling: {size:,} trades ...")
+    trades = work / f"trades_{size}"
+    if size == config.trades:
+        trades = work / "trades"
+    else:
+        write_trades(trades, size, config.symbols, config.rows_per_file, seed=size)
+    out = work / f"out_{size}"
+    clock.reset_peaks()
+    measured = _interleaved(clock, {
+        "cascade": functools.partial(_cascade, spark, trades, out),
+        "1m": functools.partial(_spark_level, spark, "1m", trades, out / "1m", from_trades=True),
+    }, config.repeats, warmups=1)
+    point = ScalePoint(
+        size,
+        Timing(f"cascade {size:,}", tuple(measured["cascade"][0]), tuple(measured["cascade"][1]),
+               size),
+        Timing(f"1m {size:,}", tuple(measured["1m"][0]), tuple(measured["1m"][1]), size),
+        clock.peak_mib(),
+    )
+    if size != config.trades and not keep:
+        shutil.rmtree(trades, ignore_errors=True)
+    return point
 
 
 def run_benchmarks(
@@ -618,38 +704,8 @@ def run_benchmarks(
     clock = _Clock(spark)
     threads = config.duckdb_threads or _local_cores(spark)
     with _workdir(workdir, keep) as work:
-        say(f"writing {config.trades:,} synthetic trades to {work} ...")
-        files = write_trades(work / "trades", config.trades, config.symbols, config.rows_per_file)
-        trades_dir = work / "trades"
-        out = work / "out"
-        say("warming up Spark ...")
-        _cascade(spark, trades_dir, out)
-        timings: dict[str, Timing] = {}
-        level_runs: list[dict[str, float]] = []
-        say("timing the 1m level, the cascade and the direct approach ...")
-        timings["1m"] = _repeat(clock, "1m (Spark)", config.repeats, lambda: _spark_level(
-            spark, "1m", trades_dir, out / "1m", from_trades=True), config.trades)
-        timings["cascade"] = _repeat(
-            clock, "cascade 1m..1d (Spark)", config.repeats,
-            lambda: level_runs.append(_cascade(spark, trades_dir, out)), config.trades)
-        timings["direct"] = _repeat(clock, "direct, 5 levels (Spark)", config.repeats,
-                                    lambda: _direct(spark, trades_dir, out), config.trades)
-        cascade_levels = {name: statistics.median(run[name] for run in level_runs)
-                          for name in level_runs[0]}
-        duckdb_equal: bool | None = None
-        try:
-            con = _duckdb_connection(threads)
-        except ImportError:
-            say("duckdb is not installed: no DuckDB figure (pip install 'rollup[bench]')")
-        else:
-            say(f"timing DuckDB ({threads} threads) on the same files ...")
-            duck_out = work / "duckdb_1m.parquet"
-            _duckdb_1m(con, files, duck_out)  # warm-up
-            timings["duckdb 1m"] = _repeat(clock, "1m (DuckDB)", config.repeats,
-                                           lambda: _duckdb_1m(con, files, duck_out),
-                                           config.trades)
-            duckdb_equal = _same_bars(con, out / "1m", duck_out)
-            con.close()
+        timings, cascade_levels, duckdb_equal = _plan_level(spark, clock, config, work,
+                                                            threads, say)
         incremental = []
         for days in config.history_days:
             ns = f"{prefix}_h{days}d"
@@ -659,24 +715,7 @@ def run_benchmarks(
             finally:
                 if not keep:
                     _drop_namespace(spark, catalog, ns)
-        scaling = []
-        for size in sorted(set(config.sizes)):
-            say(f"scaling: {size:,} trades ...")
-            size_dir = work / f"trades_{size}"
-            if size == config.trades:
-                size_dir = trades_dir
-            else:
-                write_trades(size_dir, size, config.symbols, config.rows_per_file, seed=size)
-            size_out = work / f"out_{size}"
-            _cascade(spark, size_dir, size_out)  # warm-up and file cache
-            clock.reset_peaks()
-            cascade = _repeat(clock, f"cascade {size:,}", config.repeats,
-                              functools.partial(_cascade, spark, size_dir, size_out), size)
-            one = _repeat(clock, f"1m {size:,}", config.repeats,
-                          functools.partial(_spark_level, spark, "1m", size_dir,
-                                            size_out / "1m", from_trades=True), size)
-            scaling.append(ScalePoint(size, cascade, one, clock.peak_mib()))
-            if size_dir != trades_dir and not keep:
-                shutil.rmtree(size_dir, ignore_errors=True)
+        scaling = [_scale_point(spark, clock, config, work, size, keep, say)
+                   for size in sorted(set(config.sizes))]
     return BenchReport(config, spark.sparkContext.master or "?", timings, cascade_levels,
                        duckdb_equal, tuple(incremental), tuple(scaling))
