@@ -17,6 +17,7 @@ from rollup.bench import (
     IncrementalResult,
     ScalePoint,
     Timing,
+    linear_fit,
     parse_count,
 )
 from rollup.errors import ConfigError
@@ -97,8 +98,19 @@ def test_report_ratios_goals_and_json() -> None:
     line = json.loads(report.json_line())
     assert set(RATIOS) <= set(line) and line["duckdb_equal"] is True
     assert line["cpu"]["cascade_over_1m"] == pytest.approx(1.1, abs=1e-3)
+    # 1.0 s at 1,000 trades and 1.8 s at 2,000: 0.2 s fixed plus 0.8 ms per trade
+    assert line["scaling_fit"] == {"fixed_s": pytest.approx(0.2), "marginal_ns_per_trade":
+                                   pytest.approx(800_000.0)}
     table = report.table()
     assert "spark_over_duckdb" in table and "NOT met" in table and "2,000 trades" in table
+    assert "0.20 s fixed + 800000 ns per trade" in table
+
+
+def test_linear_fit() -> None:
+    assert linear_fit([(1, 5.0)]) is None
+    assert linear_fit([(2, 5.0), (2, 6.0)]) is None
+    fixed, slope = linear_fit([(1, 3.0), (2, 5.0), (4, 9.0)]) or (0.0, 0.0)
+    assert fixed == pytest.approx(1.0) and slope == pytest.approx(2.0)
     assert set(GOALS) == set(RATIOS)
 
 

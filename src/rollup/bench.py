@@ -473,6 +473,17 @@ class ScalePoint:
         return self.cascade.seconds / self.trades * 1e9
 
 
+def linear_fit(points: Sequence[tuple[int, float]]) -> tuple[float, float] | None:
+    """Least-squares `seconds = fixed + per_trade * trades`; None for fewer than two sizes."""
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = statistics.fmean(n for n, _ in points)
+    mean_s = statistics.fmean(s for _, s in points)
+    slope = (sum((n - mean_n) * (s - mean_s) for n, s in points)
+             / sum((n - mean_n) ** 2 for n, _ in points))
+    return mean_s - slope * mean_n, slope
+
+
 @attrs.frozen
 class BenchReport:
     """Everything one run measured; `ratios()` and `json_line()` summarise it."""
@@ -498,6 +509,13 @@ class BenchReport:
             "incremental_30d_over_1d": inc[long] / inc[short] if len(inc) == 2 else None,
             "per_trade_spread": max(per_trade) / min(per_trade) if per_trade else None,
         }
+
+    def scaling_fit(self) -> dict[str, float] | None:
+        """The cascade's fixed seconds and marginal ns per trade, fitted over the sizes."""
+        fit = linear_fit([(p.trades, p.cascade.seconds) for p in self.scaling])
+        if fit is None:
+            return None
+        return {"fixed_s": fit[0], "marginal_ns_per_trade": fit[1] * 1e9}
 
     def cpu_ratios(self) -> dict[str, float | None]:
         """The same ratios on CPU seconds (steadier than wall time on a shared machine)."""
@@ -528,10 +546,13 @@ class BenchReport:
         def rounded(values: dict[str, float | None]) -> dict[str, float | None]:
             return {k: None if v is None else round(v, 3) for k, v in values.items()}
 
+        fit = self.scaling_fit()
         return json.dumps({**rounded(self.ratios()), "trades": self.config.trades,
                            "history_days": list(self.config.history_days),
                            "duckdb_equal": self.duckdb_equal, "goals_met": self.goals(),
-                           "cpu": rounded(self.cpu_ratios())}, sort_keys=False)
+                           "cpu": rounded(self.cpu_ratios()),
+                           "scaling_fit": None if fit is None else rounded(dict(fit))},
+                          sort_keys=False)
 
     def table(self) -> str:
         lines = [f"rollup bench: {self.config.trades:,} trades, {self.config.symbols} symbols, "
@@ -566,6 +587,10 @@ class BenchReport:
                              f"{p.one_minute.seconds / p.trades * 1e9:>10.0f}"
                              f"{'-' if jvm is None else f'{jvm:.0f}':>10}"
                              f"{'-' if py is None else f'{py:.0f}':>10}")
+            fit = self.scaling_fit()
+            if fit is not None:
+                lines.append(f"  fit: cascade = {fit['fixed_s']:.2f} s fixed + "
+                             f"{fit['marginal_ns_per_trade']:.0f} ns per trade")
         lines.append("")
         goals = self.goals()
         for name, value in self.ratios().items():
