@@ -579,12 +579,13 @@ class BenchReport:
         if self.scaling:
             lines.append("")
             lines.append(f"{'scaling (cascade)':<28}{'wall s':>10}{'ns/trade':>10}"
-                         f"{'1m ns/tr':>10}{'JVM MiB':>10}{'py MiB':>10}")
+                         f"{'1m ns/tr':>10}{'casc/1m':>10}{'JVM MiB':>10}{'py MiB':>10}")
             for p in self.scaling:
                 jvm, py = p.peak_mib.get("jvm"), p.peak_mib.get("python")
                 lines.append(f"{f'{p.trades:,} trades':<28}{p.cascade.seconds:>10.3f}"
                              f"{p.ns_per_trade:>10.0f}"
                              f"{p.one_minute.seconds / p.trades * 1e9:>10.0f}"
+                             f"{p.cascade.seconds / p.one_minute.seconds:>10.2f}"
                              f"{'-' if jvm is None else f'{jvm:.0f}':>10}"
                              f"{'-' if py is None else f'{py:.0f}':>10}")
             fit = self.scaling_fit()
