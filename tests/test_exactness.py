@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from pyspark.sql import Row
 
 from rollup.bar import TRADE_COLUMNS, Bar, combine_all
-from rollup.plans import Rollup
+from rollup.plans import CHUNK_BITS, Rollup
 from rollup.schema import spark_schema
 from rollup.timeframes import Dag, Timeframe
 from tests.strategies import trade_rows
@@ -117,6 +117,42 @@ def test_ties_on_equal_timestamps_are_broken_by_trade_id(spark) -> None:  # type
     assert len(bars) == 1
     assert bars[0].open == Decimal("99") and bars[0].close == Decimal("98")
     assert bars[0].high == Decimal("102") and bars[0].low == Decimal("98")
+
+
+def test_open_close_across_trade_id_chunks(spark) -> None:  # type: ignore[no-untyped-def]
+    """Trades are first aggregated per chunk of 2^21 ids; the order must hold across chunks."""
+    t = datetime(2024, 1, 2, 10, 0, 0, tzinfo=UTC)
+    late = datetime(2024, 1, 2, 10, 0, 30, tzinfo=UTC)
+    edge = 1 << CHUNK_BITS
+    rows = [
+        ("X", "BTC", edge + 1, t, Decimal("101"), Decimal("1")),
+        ("X", "BTC", edge, t, Decimal("102"), Decimal("2")),
+        ("X", "BTC", edge - 1, t, Decimal("99"), Decimal("3")),  # first: lowest id at t
+        ("X", "BTC", 5 * edge, late, Decimal("97"), Decimal("4")),
+        ("X", "BTC", edge - 2, late, Decimal("98"), Decimal("5")),
+        ("X", "BTC", 5 * edge + 1, late, Decimal("96"), Decimal("6")),  # last: highest id
+    ]
+    bar = Rollup(DAG.level("1m")).plan(trades_df(spark, rows)).collect()
+    assert len(bar) == 1
+    assert (bar[0].open, bar[0].close) == (Decimal("99"), Decimal("96"))
+    assert (bar[0].high, bar[0].low) == (Decimal("102"), Decimal("96"))
+    assert bar[0].volume == 21 and bar[0].trade_count == 6
+    assert bar[0].quote_volume == sum(r[4] * r[5] for r in rows)
+
+
+def test_repeated_trade_ids_beyond_a_chunk_raise(spark) -> None:  # type: ignore[no-untyped-def]
+    """A chunk's long sums are safe for 2^21 trades; more can only come from repeated ids."""
+    from pyspark.sql import functions as F
+
+    trades = spark.range((1 << CHUNK_BITS) + 1).select(
+        F.lit("X").alias("exchange"), F.lit("DUP").alias("symbol"),
+        F.lit(7).cast("long").alias("trade_id"),
+        F.lit(datetime(2024, 1, 2, tzinfo=UTC)).alias("ts"),
+        F.lit(Decimal("1")).cast("decimal(18,8)").alias("price"),
+        F.lit(Decimal("1")).cast("decimal(20,8)").alias("quantity"),
+    )
+    with pytest.raises(Exception, match="trade ids must be unique"):
+        Rollup(DAG.level("1m")).plan(trades).collect()
 
 
 def test_extreme_values_do_not_overflow_or_round(spark) -> None:  # type: ignore[no-untyped-def]

@@ -44,8 +44,16 @@ def bucket(df: DataFrame, time_col: str, tf: Timeframe) -> DataFrame:
 
 
 _UNITS = 100_000_000  # prices and quantities have 8 decimals: 1e8 units per whole
-_LIMB = 10_000  # base of the integer limbs that carry exact sums on longs
-_LIMBS = 5  # price units (< 1e18) and quantity units (< 1e20) each fit in 5 limbs
+_LIMB = 1_000_000  # base of the integer limbs that carry exact sums on longs
+_PRICE_LIMBS = 3  # price units < 1e18
+_QUANTITY_LIMBS = 4  # quantity units < 1e20 (the top limb is below 101)
+CHUNK_BITS = 21
+"""Trades are aggregated first per chunk of 2^21 consecutive trade ids of a window.
+
+Trade ids are unique per (exchange, symbol), so a chunk holds at most 2^21 trades and a chunk's
+sums of limb products (each term below 3e12 per trade) stay below 6.3e18: no long overflows.
+Chunks are then combined with decimal sums."""
+_MAX_CHUNK_TRADES = 1 << CHUNK_BITS
 _KEYS = ("exchange", "symbol", "window_start")
 
 
@@ -77,62 +85,77 @@ def order_bits(tf: Timeframe) -> int:
 def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
     """Trades with `window_start` of `tf` -> one row per (exchange, symbol, window_start).
 
-    Exact, and on longs only, so that Spark hash-aggregates (a struct or wide-decimal buffer
-    would make it sort every trade):
+    Exact, and on longs only, so that Spark hash-aggregates with fixed-width buffers (a
+    struct or decimal buffer would make it sort, or allocate per trade):
 
+    - prices as exact 1e-8 units: open/high/low/close are taken on them and turned back into
+      decimals per window.
     - open/close, the first/last trade by (ts, trade_id), in two steps. Step one groups by
-      window and the high bits of trade_id and orders by one long: the offset of ts in the
-      window above the low `order_bits(tf)` bits of trade_id. Step two orders the step-one rows
-      of a window by (offset, high bits, low bits). The ids of one window's trades nearly
-      always share their high bits, so step two sees about one row per window.
-    - volume and quote_volume: quantities and prices as integer limbs of base 1e4, summed as
-      longs (safe up to 1.8e10 trades per window) and turned back into decimals per window.
+      window and chunk (trade_id >> 21) and orders by one long: the offset of ts in the window
+      above the low `order_bits(tf)` bits of trade_id. Step two orders the chunks of a window
+      by (offset, chunk, low bits). The ids of one window's trades nearly always fall in one
+      or two chunks, so step two sees about one row per window.
+    - volume and quote_volume: quantities and prices as integer limbs of base 1e6, summed as
+      longs per chunk (see `CHUNK_BITS`), then as decimals per window.
+
+    Raises (when the plan runs) if a chunk holds more than 2^21 trades, which only repeated
+    trade ids can cause.
     """
-    bits, limbs = order_bits(tf), range(_LIMBS)
+    bits = order_bits(tf)
     low = (1 << bits) - 1
+    chunk_bits = min(CHUNK_BITS, bits)  # the ids of a chunk differ only in the `low` bits
     # Integer arithmetic on this function's own columns, as SQL text: one JVM call per
     # expression instead of one per operator (plan building is part of every run's cost).
     units = trades.selectExpr(
-        *_KEYS, "price",
+        *_KEYS,
         f"shiftleft(unix_micros(ts) - unix_micros(window_start), {bits}) | (trade_id & {low})"
         " AS _key",
-        f"shiftright(trade_id, {bits}) AS _id_high",
+        f"shiftright(trade_id, {chunk_bits}) AS _chunk",
         f"{_whole('price')} * {_UNITS} + {_fraction_units('price')} AS _p",
         f"{_whole('quantity')} AS _qw",
         f"{_fraction_units('quantity')} AS _qf",
     )
+    # quantity units = _qw * 1e8 + _qf = (_qw * 100 + _qf div 1e6) * 1e6 + _qf % 1e6
+    upper = f"(_qw * 100 + _qf div {_LIMB})"
     limbs_of = units.selectExpr(
-        *_KEYS, "price", "_key", "_id_high", "_qf",
-        "_qw % 1000000 AS _qw_low", "_qw div 1000000 AS _qw_high",
-        *[f"_p div {_LIMB**k} % {_LIMB} AS _p{k}" for k in limbs],
-        # quantity units = _qw * 1e8 + _qf: limbs 0-1 come from the fraction, 2-4 from the whole
-        f"_qf % {_LIMB} AS _q0", f"_qf div {_LIMB} AS _q1", f"_qw % {_LIMB} AS _q2",
-        f"_qw div {_LIMB} % {_LIMB} AS _q3", f"_qw div {_LIMB**2} AS _q4",
+        *_KEYS, "_key", "_chunk", "_p", "_qw", "_qf",
+        *[f"_p div {_LIMB**k} % {_LIMB} AS _p{k}" for k in range(_PRICE_LIMBS - 1)],
+        f"_p div {_LIMB ** (_PRICE_LIMBS - 1)} AS _p{_PRICE_LIMBS - 1}",
+        f"_qf % {_LIMB} AS _q0", f"{upper} % {_LIMB} AS _q1",
+        f"{upper} div {_LIMB} % {_LIMB} AS _q2", f"{upper} div {_LIMB**2} AS _q3",
     )
+    n_sums = _PRICE_LIMBS + _QUANTITY_LIMBS - 1
     products = [  # sum over trades of the k-th limb of price x quantity, before carries
-        "sum(" + " + ".join(f"_p{i} * _q{k - i}" for i in limbs if k - i in limbs) + f") AS _s{k}"
-        for k in range(2 * _LIMBS - 1)
+        "sum(" + " + ".join(f"_p{i} * _q{k - i}" for i in range(_PRICE_LIMBS)
+                            if 0 <= k - i < _QUANTITY_LIMBS) + f") AS _s{k}"
+        for k in range(n_sums)
     ]
-    step_one = limbs_of.groupBy(*_KEYS, "_id_high").agg(*map(F.expr, [
-        "min_by(price, _key) AS `open`", "min(_key) AS _open_key",
-        "max_by(price, _key) AS `close`", "max(_key) AS _close_key",
-        "max(price) AS high", "min(price) AS low", "count(1) AS trade_count",
-        "sum(_qw_high) AS _vh", "sum(_qw_low) AS _vl", "sum(_qf) AS _vf", *products,
+    step_one = limbs_of.groupBy(*_KEYS, "_chunk").agg(*map(F.expr, [
+        "min_by(_p, _key) AS `open`", "min(_key) AS _open_key",
+        "max_by(_p, _key) AS `close`", "max(_key) AS _close_key",
+        "max(_p) AS high", "min(_p) AS low", "count(1) AS trade_count",
+        "sum(_qw) AS _vw", "sum(_qf) AS _vf", *products,
     ]))
-    # (offset, high bits, low bits) of a step-one row's first/last trade: (ts, trade_id) order
-    order = f"struct(shiftright({{0}}, {bits}), _id_high, {{0}} & {low})"
-    sums = ["_vh", "_vl", "_vf", *(f"_s{k}" for k in range(2 * _LIMBS - 1))]
+    too_many = (f"raise_error(concat('rollup: more than {_MAX_CHUNK_TRADES} trades of ', "
+                f"exchange, '/', symbol, ' share the trade id range of ', CAST(_chunk AS STRING),"
+                " ' (trade ids must be unique per exchange and symbol)'))")
+    # (offset, chunk, low bits) of a chunk's first/last trade: the (ts, trade_id) order
+    order = f"struct(shiftright({{0}}, {bits}), _chunk, {{0}} & {low})"
+    sums = ["_vw", "_vf", *(f"_s{k}" for k in range(n_sums))]
     step_two = step_one.groupBy(*_KEYS).agg(*map(F.expr, [
         f"min_by(`open`, {order.format('_open_key')}) AS `open`",
         "max(high) AS high", "min(low) AS low",
         f"max_by(`close`, {order.format('_close_key')}) AS `close`",
-        "sum(trade_count) AS trade_count", *(f"sum({name}) AS {name}" for name in sums),
+        f"sum(CASE WHEN trade_count > {_MAX_CHUNK_TRADES} THEN CAST({too_many} AS BIGINT)"
+        " ELSE trade_count END) AS trade_count",
+        *(f"sum(CAST({name} AS DECIMAL(38,0))) AS {name}" for name in sums),
     ]))
-    volume_units = f"(CAST(_vh AS DECIMAL(38,0)) * 1000000 + _vl) * {_UNITS} + _vf"
-    quote_units = " + ".join(f"CAST(_s{k} AS DECIMAL(38,0)) * {_LIMB**k}"
-                             for k in range(2 * _LIMBS - 1))
+    volume_units = f"_vw * {_UNITS} + _vf"
+    quote_units = " + ".join(f"_s{k} * {_LIMB**k}" for k in range(n_sums))
     return step_two.selectExpr(
-        *_KEYS, "`open`", "high", "low", "`close`",
+        *_KEYS,
+        *(f"{_decimal_of_units(f'`{c}`', 8, PRICE)} AS `{c}`"
+          for c in ("open", "high", "low", "close")),
         f"{_decimal_of_units(volume_units, 8, VOLUME)} AS volume",
         f"{_decimal_of_units(quote_units, 16, QUOTE)} AS quote_volume",
         "CAST(trade_count AS BIGINT) AS trade_count",
