@@ -53,7 +53,7 @@ def test_config_validates_values() -> None:
 
 def _args(**kw: object) -> argparse.Namespace:
     base = {"quick": False, "trades": None, "sizes": None, "symbols": None, "repeats": None,
-            "history_per_day": None}
+            "history_per_day": None, "warmups": None}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -61,9 +61,9 @@ def test_cli_options_build_the_config() -> None:
     from rollup.cli.bench import build_config
 
     assert build_config(_args()) == BenchConfig()
-    config = build_config(_args(trades="1M", sizes="200k,1M", repeats=5, symbols=4))
-    assert (config.trades, config.sizes, config.repeats, config.symbols) == (
-        1_000_000, (200_000, 1_000_000), 5, 4)
+    config = build_config(_args(trades="1M", sizes="200k,1M", repeats=5, symbols=4, warmups=6))
+    assert (config.trades, config.sizes, config.repeats, config.symbols, config.warmups) == (
+        1_000_000, (200_000, 1_000_000), 5, 4, 6)
     quick = build_config(_args(quick=True, trades="3000"))
     assert quick.trades == 3_000 and quick.sizes == (3_000,) and quick.repeats == 1
 
@@ -82,7 +82,8 @@ def test_report_ratios_goals_and_json() -> None:
         duckdb_equal=True,
         incremental=(IncrementalResult(1, 10, 3.0, _timing("i1", 1.0), {"1m": 0.5}),
                      IncrementalResult(30, 300, 9.0, _timing("i30", 1.1), {"1m": 0.6})),
-        scaling=(ScalePoint(1_000, _timing("s1", 1.0), _timing("o1", 0.5), {"jvm": 1.0}),
+        scaling=(ScalePoint(1_000, _timing("s1", 1.0), _timing("o1", 0.5), {"jvm": 1.0},
+                            _timing("d1", 4.0)),
                  ScalePoint(2_000, _timing("s2", 1.8), _timing("o2", 0.9), {"jvm": 2.0})),
     )
     ratios = report.ratios()
@@ -104,6 +105,7 @@ def test_report_ratios_goals_and_json() -> None:
     table = report.table()
     assert "spark_over_duckdb" in table and "NOT met" in table and "2,000 trades" in table
     assert "0.20 s fixed + 800000 ns per trade" in table
+    assert "4.00" in table  # direct over cascade at 1,000 trades
 
 
 def test_linear_fit() -> None:

@@ -11,7 +11,8 @@
 - ``incremental``: one cycle of five minutes of new trades appended to the Iceberg trades
   table and propagated through every level by `rollup.runner.run_cascade`, with 1 day and
   with 30 days of history;
-- ``scaling``: the cascade at several sizes, as time per trade, with the peak memory.
+- ``scaling``: the cascade, the 1m level and the direct approach at several sizes, as time
+  per trade, with the peak memory.
 
 Plan-level figures write Parquet, not Iceberg, so they time the computation and one columnar
 write and leave Iceberg commit costs to the incremental figure. Times are wall-clock seconds;
@@ -93,8 +94,10 @@ class BenchConfig:
     """Trades per day of incremental history (30 days hold 30 times as many)."""
     history_days: tuple[int, ...] = attrs.field(default=HISTORY_DAYS, converter=_as_tuple)
     """The short and the long incremental history, in days (the ratio is long over short)."""
-    warmups: int = attrs.field(default=2, validator=_positive)
-    """Untimed rounds of every plan-level step before the timed ones (JIT, caches)."""
+    warmups: int = attrs.field(default=4, validator=_positive)
+    """Untimed rounds of every plan-level step before the timed ones. The JVM keeps compiling
+    Spark's own code for many queries (on 2 cores the JIT competes with the tasks), so fewer
+    rounds measure a half-warm session; a long-running process (`rollup serve`) is warm."""
     cycles: int = attrs.field(default=3, validator=_positive)
     cycle_minutes: int = attrs.field(default=5, validator=_positive)
     rows_per_file: int = attrs.field(default=250_000, validator=_positive)
@@ -467,6 +470,7 @@ class ScalePoint:
     cascade: Timing
     one_minute: Timing
     peak_mib: dict[str, float | None]
+    direct: Timing | None = None
 
     @property
     def ns_per_trade(self) -> float:
@@ -579,13 +583,16 @@ class BenchReport:
         if self.scaling:
             lines.append("")
             lines.append(f"{'scaling (cascade)':<28}{'wall s':>10}{'ns/trade':>10}"
-                         f"{'1m ns/tr':>10}{'casc/1m':>10}{'JVM MiB':>10}{'py MiB':>10}")
+                         f"{'1m ns/tr':>10}{'casc/1m':>10}{'dir/casc':>10}{'JVM MiB':>10}"
+                         f"{'py MiB':>10}")
             for p in self.scaling:
                 jvm, py = p.peak_mib.get("jvm"), p.peak_mib.get("python")
+                direct = None if p.direct is None else p.direct.seconds / p.cascade.seconds
                 lines.append(f"{f'{p.trades:,} trades':<28}{p.cascade.seconds:>10.3f}"
                              f"{p.ns_per_trade:>10.0f}"
                              f"{p.one_minute.seconds / p.trades * 1e9:>10.0f}"
                              f"{p.cascade.seconds / p.one_minute.seconds:>10.2f}"
+                             f"{'-' if direct is None else f'{direct:.2f}':>10}"
                              f"{'-' if jvm is None else f'{jvm:.0f}':>10}"
                              f"{'-' if py is None else f'{py:.0f}':>10}")
             fit = self.scaling_fit()
@@ -684,14 +691,15 @@ def _scale_point(
     measured = _interleaved(clock, {
         "cascade": functools.partial(_cascade, spark, trades, out),
         "1m": functools.partial(_spark_level, spark, "1m", trades, out / "1m", from_trades=True),
+        "direct": functools.partial(_direct, spark, trades, out),
     }, config.repeats, warmups=1)
-    point = ScalePoint(
-        size,
-        Timing(f"cascade {size:,}", tuple(measured["cascade"][0]), tuple(measured["cascade"][1]),
-               size),
-        Timing(f"1m {size:,}", tuple(measured["1m"][0]), tuple(measured["1m"][1]), size),
-        clock.peak_mib(),
-    )
+
+    def timing(name: str) -> Timing:
+        walls, cpus = measured[name]
+        return Timing(f"{name} {size:,}", tuple(walls), tuple(cpus), size)
+
+    point = ScalePoint(size, timing("cascade"), timing("1m"), clock.peak_mib(),
+                       timing("direct"))
     if size != config.trades and not keep:
         shutil.rmtree(trades, ignore_errors=True)
     return point

@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
     p.add_argument("--symbols", type=int, default=None, help="symbols (default 20)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed repetitions per figure; the median is reported (default 3)")
+    p.add_argument("--warmups", type=int, default=None,
+                   help="untimed warm-up rounds before the timed ones (default 4)")
     p.add_argument("--history-per-day", default=None,
                    help="trades per day of incremental history (default 200k)")
     p.add_argument("--quick", action="store_true",
@@ -47,7 +49,7 @@ def build_config(args: argparse.Namespace) -> Any:
             changes["sizes"] = (changes["trades"],)
     if args.sizes is not None:
         changes["sizes"] = tuple(parse_count(s) for s in args.sizes.split(",") if s.strip())
-    for name in ("symbols", "repeats"):
+    for name in ("symbols", "repeats", "warmups"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.history_per_day is not None:
