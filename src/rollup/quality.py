@@ -28,7 +28,7 @@ from rollup.plans import Rollup, window_start_micros
 from rollup.retention import combine_horizon, retained_from
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.times import iso, parse_instant
+from rollup.times import from_spark, iso, parse_instant
 
 ROW_CHECKS = ("price", "vwap", "volume", "alignment")
 CHECKS = (*ROW_CHECKS, "unique", "reconcile", "freshness")
@@ -122,7 +122,7 @@ _ROW_DETAIL = {
 
 def _samples(df: DataFrame) -> tuple[Key, ...]:
     rows = df.select(*KEY_COLUMNS).distinct().orderBy(*KEY_COLUMNS).limit(SAMPLES).collect()
-    return tuple((r.exchange, r.symbol, _aware(r.window_start)) for r in rows)
+    return tuple((r.exchange, r.symbol, from_spark(r.window_start)) for r in rows)
 
 
 def check_rows(bars: DataFrame, level: Level) -> list[CheckResult]:
@@ -295,7 +295,7 @@ class Freshness:
 
 def _newest(df: DataFrame, col: str) -> datetime | None:
     row = df.agg(F.max(col)).first()
-    return _aware(row[0]) if row is not None and row[0] is not None else None
+    return from_spark(row[0]) if row is not None and row[0] is not None else None
 
 
 def freshness(tables: Tables, levels: Sequence[Level]) -> dict[str, Freshness]:

@@ -30,7 +30,7 @@ from rollup.identifiers import check_identifier
 from rollup.plans import Rollup, TimeRange
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.times import iso
+from rollup.times import from_spark, iso
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -179,7 +179,7 @@ def parent_horizon(tables: Tables, level: Level) -> datetime | None:
 
 
 def _key_text(row: Any) -> str:
-    return f"{row.exchange}/{row.symbol}@{iso(_aware(row.window_start))}"
+    return f"{row.exchange}/{row.symbol}@{iso(from_spark(row.window_start))}"
 
 
 def clip_changes(

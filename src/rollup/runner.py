@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import attrs
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from rollup import retention, state
 from rollup.errors import ConcurrentRunError, InputError
@@ -23,6 +24,7 @@ from rollup.plans import Rollup, TimeRange, bucket, dates_in, merge_ranges
 from rollup.sink import WriteResult, merge_bars, overwrite_partitions
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
+from rollup.times import from_micros
 
 log = logging.getLogger("rollup")
 
@@ -148,9 +150,10 @@ def changed_windows(
         .distinct()
         .localCheckpoint()
     )
+    # As epoch microseconds: collected TIMESTAMPs would come back in the local time zone.
     starts = tuple(
-        r.window_start.replace(tzinfo=UTC)
-        for r in keys.select("window_start").distinct().collect()
+        from_micros(r.micros)
+        for r in keys.select(F.unix_micros("window_start").alias("micros")).distinct().collect()
     )
     return Changes(full=False, keys=keys, starts=starts)
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import attrs
 from pyspark.sql import functions as F
 
+from rollup.times import from_spark
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
@@ -39,7 +41,8 @@ def snapshots(spark: SparkSession, table: str) -> dict[int, Snapshot]:
         "snapshot_id", "parent_id", "operation", "committed_at"
     ).collect()
     return {
-        r.snapshot_id: Snapshot(r.snapshot_id, r.parent_id, r.operation, r.committed_at)
+        r.snapshot_id: Snapshot(r.snapshot_id, r.parent_id, r.operation,
+                                from_spark(r.committed_at) if r.committed_at else None)
         for r in rows
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from rollup import state
 from rollup.tables import Tables
-from rollup.times import iso
+from rollup.times import from_spark, iso
 
 
 @attrs.frozen
@@ -38,9 +38,8 @@ class LevelStatus:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """A collected TIMESTAMP (local naive, see `from_spark`) as aware UTC."""
+    return None if value is None else from_spark(value)
 
 
 def level_status(tables: Tables) -> list[LevelStatus]:

@@ -1,8 +1,8 @@
-"""Parsing of user-given instants (command-line --start/--end and API filters)."""
+"""Instants: parsing user-given ones (--start/--end, API filters), reading Spark's."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from rollup.errors import InputError
 
@@ -28,3 +28,21 @@ def iso(instant: datetime) -> str:
     """ISO-8601 text of an instant in UTC with a Z suffix."""
     aware = instant.astimezone(UTC) if instant.tzinfo else instant.replace(tzinfo=UTC)
     return aware.isoformat().replace("+00:00", "Z")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_spark(value: datetime) -> datetime:
+    """An aware UTC datetime from a TIMESTAMP value collected from Spark (`Row` fields).
+
+    PySpark returns TIMESTAMP values as naive datetimes in the local time zone of the Python
+    process, not in Spark's session time zone, so a naive value is local time. (User input is
+    the opposite: naive means UTC, see `parse_instant`.)
+    """
+    return value.astimezone(UTC)
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC instant of an epoch-microsecond count (exact, whatever the local zone)."""
+    return _EPOCH + timedelta(microseconds=int(micros))
