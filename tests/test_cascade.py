@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from rollup import state
+from rollup import runner, state
 from rollup.runner import backfill, run_cascade, run_level
 from rollup.status import level_status
 from tests.helpers import append_trades, assert_exact, snapshot_ids
@@ -65,6 +65,17 @@ def test_incremental_with_late_trades_of_any_age(tables) -> None:  # type: ignor
     run_ids = {r.run_id for r in tables.read_bars("1d").collect()}
     assert len(run_ids) >= 2  # old days kept their lineage, late days got the new run id
     assert [r.status for r in run_cascade(tables)] == ["up-to-date"] * 5
+
+
+def test_large_change_sets_stay_in_spark(tables, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Beyond LOCAL_KEYS changed windows the keys are checkpointed in Spark, not collected."""
+    monkeypatch.setattr(runner, "LOCAL_KEYS", 3)
+    append_trades(tables, day_trades(DAY, 120))
+    run_cascade(tables)
+    append_trades(tables, day_trades(DAY - timedelta(days=2), 30, first_id=70_000))
+    results = run_cascade(tables)
+    assert not results[0].full and results[0].windows > 3
+    assert assert_exact(tables) > 0
 
 
 def test_levels_run_on_their_own_schedule_and_catch_up(tables) -> None:  # type: ignore[no-untyped-def]

@@ -107,6 +107,11 @@ def _is_conflict(exc: BaseException) -> bool:
     return any(marker in text for marker in _CONFLICT_MARKERS)
 
 
+LOCAL_KEYS = 100_000
+"""Up to this many changed (exchange, symbol, window) keys are collected to the driver in the
+job that finds them; more stay in Spark (one job more)."""
+
+
 @attrs.frozen
 class Changes:
     """Windows of a level touched by new parent rows; `full` means recompute everything."""
@@ -144,18 +149,22 @@ def changed_windows(
     if level.parent is None:
         rows = tables.canonical_trades(rows)
     time_col = "ts" if level.parent is None else "window_start"
-    keys = (
+    # Window starts as epoch microseconds: collected TIMESTAMPs would come back in local time.
+    windows = (
         bucket(rows.select("exchange", "symbol", time_col), time_col, level.timeframe)
-        .select("exchange", "symbol", "window_start")
+        .select("exchange", "symbol", F.unix_micros("window_start").alias("micros"))
         .distinct()
-        .localCheckpoint()
     )
-    # As epoch microseconds: collected TIMESTAMPs would come back in the local time zone.
-    starts = tuple(
-        from_micros(r.micros)
-        for r in keys.select(F.unix_micros("window_start").alias("micros")).distinct().collect()
-    )
-    return Changes(full=False, keys=keys, starts=starts)
+    collected = windows.limit(LOCAL_KEYS + 1).collect()
+    if len(collected) <= LOCAL_KEYS:  # the usual case: one job, keys kept on the driver
+        micros = {r.micros for r in collected}
+        local = spark.createDataFrame(collected, "exchange STRING, symbol STRING, micros BIGINT")
+    else:  # a large late batch: keep the keys in Spark
+        local = windows.localCheckpoint()
+        micros = {r.micros for r in local.select("micros").distinct().collect()}
+    keys = local.select("exchange", "symbol",
+                        F.timestamp_micros("micros").alias("window_start"))
+    return Changes(full=False, keys=keys, starts=tuple(from_micros(m) for m in sorted(micros)))
 
 
 def _quarantine_source_rows(tables: Tables, rows: DataFrame) -> None:
