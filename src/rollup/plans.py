@@ -14,7 +14,7 @@ import attrs
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from rollup.bar import PRICE, QUOTE, VOLUME
+from rollup.bar import KEY_COLUMNS, PRICE, QUOTE, VOLUME
 from rollup.timeframes import Level, Timeframe
 
 TRADE_INPUT = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
@@ -54,7 +54,6 @@ Trade ids are unique per (exchange, symbol), so a chunk holds at most 2^21 trade
 sums of limb products (each term below 3e12 per trade) stay below 6.3e18: no long overflows.
 Chunks are then combined with decimal sums."""
 _MAX_CHUNK_TRADES = 1 << CHUNK_BITS
-_KEYS = ("exchange", "symbol", "window_start")
 
 
 def _whole(column: str) -> str:
@@ -107,7 +106,7 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
     # Integer arithmetic on this function's own columns, as SQL text: one JVM call per
     # expression instead of one per operator (plan building is part of every run's cost).
     units = trades.selectExpr(
-        *_KEYS,
+        *KEY_COLUMNS,
         f"shiftleft(unix_micros(ts) - unix_micros(window_start), {bits}) | (trade_id & {low})"
         " AS _key",
         f"shiftright(trade_id, {chunk_bits}) AS _chunk",
@@ -118,7 +117,7 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
     # quantity units = _qw * 1e8 + _qf = (_qw * 100 + _qf div 1e6) * 1e6 + _qf % 1e6
     upper = f"(_qw * 100 + _qf div {_LIMB})"
     limbs_of = units.selectExpr(
-        *_KEYS, "_key", "_chunk", "_p", "_qw", "_qf",
+        *KEY_COLUMNS, "_key", "_chunk", "_p", "_qw", "_qf",
         *[f"_p div {_LIMB**k} % {_LIMB} AS _p{k}" for k in range(_PRICE_LIMBS - 1)],
         f"_p div {_LIMB ** (_PRICE_LIMBS - 1)} AS _p{_PRICE_LIMBS - 1}",
         f"_qf % {_LIMB} AS _q0", f"{upper} % {_LIMB} AS _q1",
@@ -130,7 +129,7 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
                             if 0 <= k - i < _QUANTITY_LIMBS) + f") AS _s{k}"
         for k in range(n_sums)
     ]
-    step_one = limbs_of.groupBy(*_KEYS, "_chunk").agg(*map(F.expr, [
+    step_one = limbs_of.groupBy(*KEY_COLUMNS, "_chunk").agg(*map(F.expr, [
         "min_by(_p, _key) AS `open`", "min(_key) AS _open_key",
         "max_by(_p, _key) AS `close`", "max(_key) AS _close_key",
         "max(_p) AS high", "min(_p) AS low", "count(1) AS trade_count",
@@ -142,7 +141,7 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
     # (offset, chunk, low bits) of a chunk's first/last trade: the (ts, trade_id) order
     order = f"struct(shiftright({{0}}, {bits}), _chunk, {{0}} & {low})"
     sums = ["_vw", "_vf", *(f"_s{k}" for k in range(n_sums))]
-    step_two = step_one.groupBy(*_KEYS).agg(*map(F.expr, [
+    step_two = step_one.groupBy(*KEY_COLUMNS).agg(*map(F.expr, [
         f"min_by(`open`, {order.format('_open_key')}) AS `open`",
         "max(high) AS high", "min(low) AS low",
         f"max_by(`close`, {order.format('_close_key')}) AS `close`",
@@ -153,7 +152,7 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
     volume_units = f"_vw * {_UNITS} + _vf"
     quote_units = " + ".join(f"_s{k} * {_LIMB**k}" for k in range(n_sums))
     return step_two.selectExpr(
-        *_KEYS,
+        *KEY_COLUMNS,
         *(f"{_decimal_of_units(f'`{c}`', 8, PRICE)} AS `{c}`"
           for c in ("open", "high", "low", "close")),
         f"{_decimal_of_units(volume_units, 8, VOLUME)} AS volume",
@@ -164,7 +163,7 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
 
 def aggregate_bars(bars: DataFrame) -> DataFrame:
     """Child bars re-keyed to parent `window_start` (as `child_start`) -> combined bars."""
-    return bars.groupBy("exchange", "symbol", "window_start").agg(
+    return bars.groupBy(*KEY_COLUMNS).agg(
         F.min_by("open", "child_start").alias("open"),
         F.max("high").alias("high"),
         F.min("low").alias("low"),
@@ -265,7 +264,7 @@ class Rollup:
         rekeyed = bucket(parent.withColumnRenamed("window_start", "child_start"), "child_start",
                          self.timeframe)
         if keys is not None:
-            rekeyed = rekeyed.join(F.broadcast(keys), ["exchange", "symbol", "window_start"],
+            rekeyed = rekeyed.join(F.broadcast(keys), list(KEY_COLUMNS),
                                    "left_semi")
         return self._restrict(finish(aggregate_bars(rekeyed), self.timeframe), ranges)
 
@@ -291,7 +290,7 @@ class Rollup:
             selected = selected.where(in_ranges("ts", self.covering(ranges)))
         bucketed = bucket(selected, "ts", self.timeframe)
         if keys is not None:
-            bucketed = bucketed.join(F.broadcast(keys), ["exchange", "symbol", "window_start"],
+            bucketed = bucketed.join(F.broadcast(keys), list(KEY_COLUMNS),
                                      "left_semi")
         bars = finish(aggregate_trades(bucketed, self.timeframe), self.timeframe)
         return self._restrict(bars, ranges)
