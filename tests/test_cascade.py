@@ -92,23 +92,26 @@ def test_levels_run_on_their_own_schedule_and_catch_up(tables) -> None:  # type:
     assert '"pending": false' in as_json
 
 
-def test_crash_after_write_before_position_converges(tables, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_crash_right_after_a_commit_converges(tables, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     append_trades(tables, day_trades(DAY, 120))
     run_cascade(tables)
     append_trades(tables, day_trades(DAY, 80, first_id=5_000))
-    real = state.set_position
+    real = runner.merge_changes
     calls = {"n": 0}
 
-    def crash_on_second(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def crash_after_second(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 2:  # 1m recorded, 5m written but its position not recorded
+        if calls["n"] == 2:  # 1m and 5m committed (with their positions), then the crash
             raise RuntimeError("injected crash")
-        return real(*args, **kwargs)
+        return result
 
-    monkeypatch.setattr(state, "set_position", crash_on_second)
+    monkeypatch.setattr(runner, "merge_changes", crash_after_second)
     with pytest.raises(RuntimeError, match="injected"):
         run_cascade(tables)
-    monkeypatch.setattr(state, "set_position", real)
+    monkeypatch.setattr(runner, "merge_changes", real)
+    statuses = {s.level: s for s in level_status(tables)}
+    assert not statuses["5m"].pending and statuses["30m"].pending  # the position came along
     run_cascade(tables)
     assert_exact(tables)
 

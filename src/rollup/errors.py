@@ -27,6 +27,10 @@ class ConcurrentRunError(RollupError):
     """Another run committed to the same table first; the run can be retried."""
 
 
+class LevelRunError(RollupError):
+    """Spark failed while a level was recomputed; nothing was committed for that level."""
+
+
 class OrchestrationError(RollupError):
     """The Prefect server, a flow run or a submitted Spark job failed."""
 

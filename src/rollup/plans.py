@@ -8,7 +8,7 @@ Nothing here writes. Each step is small and testable alone:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import attrs
 from pyspark.sql import Column, DataFrame
@@ -192,20 +192,62 @@ def finish(bars: DataFrame, tf: Timeframe) -> DataFrame:
     )
 
 
-def micros_of(instant: datetime) -> int:
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=UTC)
-    delta = instant - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def in_ranges(time_col: str, ranges: Sequence[TimeRange]) -> Column:
-    """A filter keeping rows whose `time_col` falls in any of the half-open `ranges`."""
-    cond: Column | None = None
-    for start, end in ranges:
-        term = (F.col(time_col) >= F.lit(start)) & (F.col(time_col) < F.lit(end))
-        cond = term if cond is None else (cond | term)
-    return cond if cond is not None else F.lit(False)
+    """A filter keeping rows whose `time_col` falls in any of the half-open `ranges`.
+
+    The OR tree is balanced (depth log2 of the number of ranges); callers keep the number of
+    ranges bounded (see `coarsen`): many scattered windows are selected by a join on keys.
+    """
+    terms = [(F.col(time_col) >= F.lit(start)) & (F.col(time_col) < F.lit(end))
+             for start, end in ranges]
+    if not terms:
+        return F.lit(False)
+    while len(terms) > 1:
+        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def coarsen(ranges: Sequence[TimeRange], limit: int) -> list[TimeRange]:
+    """At most `limit` sorted, disjoint ranges covering `ranges` (the smallest gaps closed)."""
+    merged: list[TimeRange] = []
+    for lo, hi in sorted(ranges):
+        if merged and merged[-1][1] >= lo:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    if len(merged) <= limit:
+        return merged
+    gaps = sorted(range(len(merged) - 1), key=lambda i: merged[i + 1][0] - merged[i][1])
+    close = set(gaps[: len(merged) - limit])
+    out: list[TimeRange] = []
+    for i, span in enumerate(merged):
+        if i - 1 in close:
+            out[-1] = (out[-1][0], span[1])
+        else:
+            out.append(span)
+    return out
+
+
+def window_partition(col: str, partitioning: str) -> Column:
+    """The partition (first day, as a DATE) of a UTC window start: its day or its month."""
+    micros = f"unix_micros(`{col}`)"
+    day = F.expr(f"date_from_unix_date(CAST(({micros} - pmod({micros}, {_MICROS_PER_DAY}))"
+                 f" div {_MICROS_PER_DAY} AS INT))")
+    return F.trunc(day, "month") if partitioning == "months" else day
+
+
+def partition_span(first_day: date, partitioning: str) -> TimeRange:
+    """The UTC interval of the partition starting on `first_day` (a day or a month)."""
+    lo = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    if partitioning == "months":
+        nxt = (lo + timedelta(days=32)).replace(day=1)
+        return lo, nxt
+    return lo, lo + timedelta(days=1)
+
+
+MAX_PRUNE_RANGES = 64
+"""Ranges in a pruning filter; more touched windows are selected by a join on their keys."""
 
 
 def dates_in(ranges: Sequence[TimeRange]) -> list[datetime]:
@@ -255,18 +297,54 @@ class Rollup:
     ) -> DataFrame:
         if self.level.parent is None:
             return self.plan_direct(source, ranges, keys)
-        parent = source
-        if ranges is not None:
-            covering = self.covering(ranges)
-            parent = parent.where(in_ranges("window_start", covering))
-            days = [d.date() for d in dates_in(covering)]
-            parent = parent.where(F.col("window_date").isin(days))
-        rekeyed = bucket(parent.withColumnRenamed("window_start", "child_start"), "child_start",
-                         self.timeframe)
+        bucketed = self._bucketed(source, ranges)
         if keys is not None:
-            rekeyed = rekeyed.join(F.broadcast(keys), list(KEY_COLUMNS),
-                                   "left_semi")
-        return self._restrict(finish(aggregate_bars(rekeyed), self.timeframe), ranges)
+            bucketed = bucketed.join(F.broadcast(keys), list(KEY_COLUMNS), "left_semi")
+        return self._restrict(self._aggregate(bucketed), ranges)
+
+    def _bucketed(self, source: DataFrame, prune: Sequence[TimeRange] | None) -> DataFrame:
+        """Parent rows (pruned to whole windows around `prune`) with this level's window."""
+        tf = self.timeframe
+        if self.level.parent is None:
+            selected = source.select(*TRADE_INPUT)
+            if prune is not None:
+                selected = selected.where(in_ranges("ts", self.covering(prune)))
+            return bucket(selected, "ts", tf)
+        parent = source
+        if prune is not None:
+            covering = self.covering(prune)
+            parent = parent.where(in_ranges("window_start", covering))
+            parent = parent.where(F.col("window_date").isin(
+                [d.date() for d in dates_in(covering)]))
+        return bucket(parent.withColumnRenamed("window_start", "child_start"), "child_start", tf)
+
+    def _aggregate(self, bucketed: DataFrame) -> DataFrame:
+        if self.level.parent is None:
+            return finish(aggregate_trades(bucketed, self.timeframe), self.timeframe)
+        return finish(aggregate_bars(bucketed), self.timeframe)
+
+    def plan_windows(
+        self, source: DataFrame, keys: DataFrame, starts: Sequence[datetime],
+        *, broadcast: bool = True,
+    ) -> DataFrame:
+        """The bars of the windows `keys` (exchange, symbol, window_start) whose distinct
+        starts are `starts`: any number of scattered windows, with a bounded plan."""
+        tf = self.timeframe
+        prune = coarsen(merge_ranges(starts, tf), MAX_PRUNE_RANGES)
+        bucketed = self._bucketed(source, prune)
+        if self.level.parent is not None:  # partition pruning on the exact parent days
+            days = {d.date() for d in dates_in(merge_ranges(starts, tf))}
+            bucketed = bucketed.where(F.col("window_date").isin(sorted(days)))
+        wanted = F.broadcast(keys) if broadcast else keys
+        return self._aggregate(bucketed.join(wanted, list(KEY_COLUMNS), "left_semi"))
+
+    def plan_partitions(self, source: DataFrame, partitions: Sequence[date]) -> DataFrame:
+        """Every bar of the level's partitions starting on `partitions` (days or months)."""
+        partitioning = self.level.partitioning
+        spans = [partition_span(p, partitioning) for p in partitions]
+        bucketed = self._bucketed(source, coarsen(spans, MAX_PRUNE_RANGES))
+        inside = window_partition("window_start", partitioning).isin(sorted(set(partitions)))
+        return self._aggregate(bucketed.where(inside))
 
     def covering(self, ranges: Sequence[TimeRange]) -> list[TimeRange]:
         """`ranges` widened to whole windows of this level (e.g. weeks around a month)."""
@@ -290,7 +368,6 @@ class Rollup:
             selected = selected.where(in_ranges("ts", self.covering(ranges)))
         bucketed = bucket(selected, "ts", self.timeframe)
         if keys is not None:
-            bucketed = bucketed.join(F.broadcast(keys), list(KEY_COLUMNS),
-                                     "left_semi")
+            bucketed = bucketed.join(F.broadcast(keys), list(KEY_COLUMNS), "left_semi")
         bars = finish(aggregate_trades(bucketed, self.timeframe), self.timeframe)
         return self._restrict(bars, ranges)

@@ -227,7 +227,7 @@ def check_reconcile(
         actual = actual.where(F.col("window_start") >= F.lit(bound))
     current_rows, _, _ = _parent_rows(tables, level, None)
     now = _expected(current_rows, level, bound, "n")
-    position = state.position(spark, tables.bars(level))
+    position = state.position(spark, tables.bars(level), tables.parent_of(level))
     scope = f"vs {level.parent_name}"
     expected: DataFrame | None = None
     if position is not None and position != state.current_snapshot(
@@ -316,7 +316,7 @@ def freshness(tables: Tables, levels: Sequence[Level]) -> dict[str, Freshness]:
         time_col = "ts" if level.parent is None else "window_end"
         current_rows, _, _ = _parent_rows(tables, level, None)
         parent_newest = _newest(current_rows, time_col)
-        position = state.position(spark, tables.bars(level))
+        position = state.position(spark, tables.bars(level), parent_name)
         current = state.current_snapshot(spark, parent_name)
         consumed: datetime | None = None
         if position is not None:

@@ -30,12 +30,9 @@ from rollup.identifiers import check_identifier
 from rollup.plans import Rollup, TimeRange
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.times import from_spark, iso
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-    from rollup.runner import Changes
 
 log = logging.getLogger("rollup")
 
@@ -178,47 +175,6 @@ def parent_horizon(tables: Tables, level: Level) -> datetime | None:
                            whole_partitions=False)
 
 
-def _key_text(row: Any) -> str:
-    return f"{row.exchange}/{row.symbol}@{iso(from_spark(row.window_start))}"
-
-
-def clip_changes(
-    level: Level, changes: Changes, horizon: datetime | None,
-    progress: Callable[[str], None] | None = None,
-) -> tuple[Changes, int]:
-    """Drop changed windows before `horizon`; return the rest and how many were dropped.
-
-    Dropped windows are left unchanged and reported (a warning naming up to ten of them):
-    their input arrived after retention removed the data needed to recompute them exactly.
-    """
-    if horizon is None or changes.full or not changes.starts:
-        return changes, 0
-    late = [s for s in changes.starts if _aware(s) < horizon]
-    if not late:
-        return changes, 0
-    keep = tuple(s for s in changes.starts if _aware(s) >= horizon)
-    skipped = 0
-    samples: list[str] = []
-    if changes.keys is not None:
-        old = changes.keys.where(F.col("window_start") < F.lit(horizon))
-        skipped = old.count()
-        samples = [_key_text(r) for r in old.orderBy("exchange", "symbol", "window_start")
-                   .limit(10).collect()]
-        keys = changes.keys.where(F.col("window_start") >= F.lit(horizon))
-        changes = attrs.evolve(changes, keys=keys, starts=keep)
-    else:
-        skipped = len(late)
-        changes = attrs.evolve(changes, starts=keep)
-    message = (f"{level.name}: {skipped} window(s) with new {level.parent_name} rows start before "
-               f"the retention horizon {iso(horizon)} and were left unchanged (not applied): "
-               + ", ".join(samples or [iso(_aware(s)) for s in sorted(late)[:10]]))
-    if progress is not None:
-        progress(message)
-    else:
-        log.warning(message)
-    return changes, skipped
-
-
 def after_horizon(source: DataFrame, level: Level, horizon: datetime | None) -> DataFrame:
     """Parent rows of `level` that feed windows at or after `horizon` (all rows when None)."""
     if horizon is None:
@@ -314,8 +270,9 @@ def _readers(tables: Tables, table: str) -> list[Level]:
 def _advance_positions(tables: Tables, table: str, before: int | None) -> None:
     """Move readers that had consumed `before` to the delete snapshot that followed it.
 
-    A retention delete brings no new rows, so a reader at the snapshot just before it has
-    nothing to do; moving it lets the older snapshot expire now instead of next time.
+    A retention delete brings no rows into any window a reader may still write, so a reader
+    at the snapshot just before it has nothing to do; recording that lets the older snapshot
+    expire now instead of next time.
     """
     spark = tables.spark
     after = state.current_snapshot(spark, table)
@@ -326,9 +283,10 @@ def _advance_positions(tables: Tables, table: str, before: int | None) -> None:
         return
     for reader in _readers(tables, table):
         target = tables.bars(reader)
-        if state.position(spark, target) == before:
-            spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES "
-                      f"('{state.POSITION}'='{int(after)}')")
+        own = state.current_snapshot(spark, target)
+        if own is not None and state.position(spark, target, table) == before:
+            state.record_verified(spark, target, own, after, "retention",
+                                  datetime.now(UTC).isoformat())
 
 
 def _expirable(
@@ -357,7 +315,7 @@ def _expirable(
                              moved_from=current if pending_delete else None)
     return sorted(
         sid for sid, snap in snaps.items()
-        if sid not in keep and _aware(snap.committed_at) < limit  # type: ignore[arg-type]
+        if sid not in keep and _aware(snap.committed_at) < limit
     )
 
 
@@ -365,13 +323,20 @@ def _protected_limit(
     tables: Tables, table: str, older_than: datetime, snaps: dict[int, state.Snapshot],
     moved_from: int | None = None,
 ) -> datetime:
+    """`older_than`, lowered so that expiry keeps the snapshots positions depend on: the
+    readers' positions in `table`, and `table`'s own newest snapshot carrying a position."""
     limit = older_than
+    keep: list[int] = []
     for reader in _readers(tables, table):
-        pos = state.position(tables.spark, tables.bars(reader))
-        if pos is None or pos == moved_from or pos not in snaps:
-            continue
-        committed = _aware(snaps[pos].committed_at)  # type: ignore[arg-type]
-        limit = min(limit, committed)
+        pos = state.position(tables.spark, tables.bars(reader), table)
+        if pos is not None and pos != moved_from:
+            keep.append(pos)
+    own = state.position_snapshot(tables.spark, table)
+    if own is not None:
+        keep.append(own)
+    for sid in keep:
+        if sid in snaps:
+            limit = min(limit, _aware(snaps[sid].committed_at))
     return limit
 
 

@@ -19,12 +19,29 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from rollup import retention, state
-from rollup.errors import ConcurrentRunError, InputError
-from rollup.plans import Rollup, TimeRange, bucket, dates_in, merge_ranges
-from rollup.sink import WriteResult, merge_bars, overwrite_partitions
+from rollup.bar import KEY_COLUMNS
+from rollup.changes import (
+    LOCAL_KEYS,
+    ParentDelta,
+    Touched,
+    parent_delta,
+    quarantine_new_source_rows,
+    touched_windows,
+)
+from rollup.errors import ConcurrentRunError, InputError, LevelRunError, RollupError, one_line
+from rollup.plans import (
+    Rollup,
+    TimeRange,
+    coarsen,
+    dates_in,
+    in_ranges,
+    partition_span,
+    window_partition,
+)
+from rollup.sink import WriteResult, merge_changes, overwrite_partitions, partition_filter
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.times import from_micros
+from rollup.times import iso
 
 log = logging.getLogger("rollup")
 
@@ -78,110 +95,198 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _partition_ranges(starts: Sequence[datetime], level: Level) -> list[TimeRange]:
-    """Whole partitions (days or months of window_date) holding the given window starts."""
-    spans: set[TimeRange] = set()
-    for start in starts:
-        day = datetime(start.year, start.month, start.day, tzinfo=UTC)
-        if level.partitioning == "days":
-            spans.add((day, day + timedelta(days=1)))
-        else:
-            first = day.replace(day=1)
-            nxt = (first + timedelta(days=32)).replace(day=1)
-            spans.add((first, nxt))
-    merged: list[TimeRange] = []
-    for lo, hi in sorted(spans):
-        if merged and merged[-1][1] >= lo:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
-
-
-def _dates(ranges: Sequence[TimeRange]) -> list[date]:
-    return [d.date() for d in dates_in(ranges)]
-
-
 def _is_conflict(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}"
     return any(marker in text for marker in _CONFLICT_MARKERS)
 
 
-LOCAL_KEYS = 100_000
-"""Up to this many changed (exchange, symbol, window) keys are collected to the driver in the
-job that finds them; more stay in Spark (one job more)."""
+def _is_spark_error(exc: BaseException) -> bool:
+    """A failure inside Spark or the JVM (as opposed to a bug or an interrupt in Python)."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return isinstance(exc, Py4JError | PySparkException)
+
+
+def _partitions(starts: Sequence[datetime], level: Level) -> tuple[date, ...]:
+    """First days of the level's partitions (days or months of window_date) holding `starts`."""
+    days = {s.astimezone(UTC).date() for s in starts}
+    if level.partitioning == "months":
+        days = {d.replace(day=1) for d in days}
+    return tuple(sorted(days))
 
 
 @attrs.frozen
-class Changes:
-    """Windows of a level touched by new parent rows; `full` means recompute everything."""
+class LevelPlan:
+    """What one run of a level will do, decided before anything is written.
 
-    full: bool
-    keys: DataFrame | None = None
-    starts: tuple[datetime, ...] = ()
+    The parent is read at `parent_snapshot` and the level's own table at `level_snapshot`;
+    `touched` names the windows to recompute (`partitions` for overwrite levels).
+    """
+
+    level: Level
+    status: str  # 'no-input', 'up-to-date', 'nothing-touched' or 'recompute'
+    parent_snapshot: int | None = None
+    level_snapshot: int | None = None
+    position: int | None = None
+    touched: Touched = attrs.field(factory=lambda: Touched(False))
+    partitions: tuple[date, ...] = ()
+    horizon: datetime | None = None
+    reason: str = ""
+    new_files: tuple[str, ...] | None = ()
+    """Source files to validate first (None: the whole source)."""
+
+    @property
+    def full(self) -> bool:
+        return self.touched.full
+
+    def describe(self) -> str:
+        name = self.level.name
+        if self.status == "no-input":
+            return f"{name}: no input ({self.level.parent_name} is empty)"
+        if self.status == "up-to-date":
+            return f"{name}: up to date with {self.level.parent_name} snapshot {self.position}"
+        if self.status == "nothing-touched":
+            return (f"{name}: {self.level.parent_name} changed after snapshot {self.position} "
+                    "without touching any window; nothing to recompute")
+        if self.full:
+            scope = "all windows" + (f" from {iso(self.horizon)}" if self.horizon else "")
+            why = f" ({self.reason})" if self.reason else ""
+            return f"{name}: recompute {scope}{why} from {self.level.parent_name} " \
+                   f"snapshot {self.parent_snapshot}"
+        what = f"{len(self.touched.starts)} window starts"
+        if self.partitions:
+            what += f" in {len(self.partitions)} partitions"
+        return (f"{name}: recompute {what} from {self.level.parent_name} snapshot "
+                f"{self.parent_snapshot} (changes since {self.position})")
 
 
-def changed_windows(
-    tables: Tables, level: Level, since: int | None, until: int
-) -> Changes:
-    """The level's windows that parent snapshots after `since` (up to `until`) touched."""
+def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> LevelPlan:
+    """Decide what a run of `level` must recompute (reads metadata and the changed rows)."""
+    lv = tables.dag.level(level) if isinstance(level, str) else level
     spark = tables.spark
-    parent = tables.parent_of(level)
-    reads_source = level.parent is None and tables.source is not None
-    if since is None:
-        if reads_source:
-            _quarantine_source_rows(tables, spark.table(parent))
-        return Changes(full=True)
-    chain = state.snapshots_since(spark, parent, since, until)
-    if chain is None:
-        if reads_source:
-            _quarantine_source_rows(tables, spark.table(parent))
-        log.warning("position %s of %s is not in the history of %s; recomputing all",
-                    since, level.name, parent)
-        return Changes(full=True)
-    ids = [s.snapshot_id for s in chain if s.operation in state.DATA_OPERATIONS]
-    files = state.added_data_files(spark, parent, ids)
-    if not files:
-        return Changes(full=False)
-    rows = state.read_files(spark, files)
-    if reads_source:
-        _quarantine_source_rows(tables, rows)
+    target = tables.bars(lv)
+    parent = tables.parent_of(lv)
+    parent_snapshot = state.current_snapshot(spark, parent)
+    if parent_snapshot is None:
+        return LevelPlan(lv, "no-input")
+    level_snapshot = state.current_snapshot(spark, target)
+    since = None if full else state.position(spark, target, parent)
+    base = LevelPlan(lv, "up-to-date", parent_snapshot, level_snapshot, since)
+    if since == parent_snapshot:
+        return base
+    horizon = retention.horizon(tables, lv)
+    delta = parent_delta(tables, lv, since, parent_snapshot, horizon)
+    if full:
+        delta = ParentDelta(True, "--full")
+    touched = touched_windows(tables, lv, delta, parent_snapshot=parent_snapshot,
+                              level_snapshot=level_snapshot, horizon=horizon)
+    new_files = None if since is None else delta.new_files
+    if touched.empty:
+        return attrs.evolve(base, status="nothing-touched", touched=touched, horizon=horizon,
+                            new_files=new_files)
+    partitions = () if touched.full or lv.write_mode == "merge" else _partitions(
+        touched.starts, lv)
+    return attrs.evolve(base, status="recompute", touched=touched, partitions=partitions,
+                        horizon=horizon, reason=delta.reason, new_files=new_files)
+
+
+def _warn_skipped(plan: LevelPlan, progress: Progress | None) -> None:
+    touched = plan.touched
+    if not touched.skipped or plan.horizon is None:
+        return
+    message = (f"{plan.level.name}: {touched.skipped} window(s) with new "
+               f"{plan.level.parent_name} rows start before the retention horizon "
+               f"{iso(plan.horizon)} and were left unchanged (not applied): "
+               + ", ".join(touched.skipped_samples))
+    if progress is not None:
+        progress(message)
+    else:
+        log.warning(message)
+
+
+def execute_plan(
+    tables: Tables, plan: LevelPlan, *, run_id: str, progress: Progress | None = None,
+    started: float | None = None,
+) -> LevelResult:
+    """Carry out a plan: recompute, reconcile and commit the bars with the position."""
+    spark = tables.spark
+    level = plan.level
+    began = time.monotonic() if started is None else started
+    now = datetime.now(UTC)
+
+    def done(status: str, **kw: object) -> LevelResult:
+        return LevelResult(level.name, status, run_id, plan.parent_snapshot,
+                           seconds=time.monotonic() - began,
+                           skipped=plan.touched.skipped, **kw)  # type: ignore[arg-type]
+
+    _warn_skipped(plan, progress)
+    if plan.status == "no-input":
+        return done("no-input")
+    if plan.status == "up-to-date":
+        return done("up-to-date")
+    assert plan.parent_snapshot is not None
+    if tables.source is not None and level.parent is None and plan.new_files != ():
+        count = quarantine_new_source_rows(tables, plan.new_files,
+                                           ingest_id=f"source-{new_run_id()}")
+        if count:
+            log.warning("%d invalid rows in %s quarantined (see `rollup rejects`)",
+                        count, ".".join(tables.source.table))
+    target = tables.bars(level)
+    if plan.status == "nothing-touched":
+        if plan.level_snapshot is not None:
+            state.record_verified(spark, target, plan.level_snapshot, plan.parent_snapshot,
+                                  run_id, now.isoformat())
+        return done("up-to-date")
+    if progress:
+        what = ("all windows" if plan.full
+                else f"{len(plan.touched.starts)} window starts")
+        progress(f"{level.name}: recomputing {what} from {level.parent_name}")
+    parent_rows = state.read_at(spark, tables.parent_of(level), plan.parent_snapshot)
     if level.parent is None:
-        rows = tables.canonical_trades(rows)
-    time_col = "ts" if level.parent is None else "window_start"
-    # Window starts as epoch microseconds: collected TIMESTAMPs would come back in local time.
-    windows = (
-        bucket(rows.select("exchange", "symbol", time_col), time_col, level.timeframe)
-        .select("exchange", "symbol", F.unix_micros("window_start").alias("micros"))
-        .distinct()
+        parent_rows = tables.canonical_trades(parent_rows)
+    parent_rows = retention.after_horizon(parent_rows, level, plan.horizon)
+    stored = state.read_at(spark, target, plan.level_snapshot)
+    rollup = Rollup(level)
+    props = state.commit_properties(plan.parent_snapshot, plan.level_snapshot, run_id)
+    if plan.full:
+        bars = rollup.plan(parent_rows)
+        old = stored
+        if plan.horizon is not None:
+            bars = bars.where(F.col("window_start") >= F.lit(plan.horizon))
+            old = old.where(F.col("window_start") >= F.lit(plan.horizon))
+    if level.write_mode == "merge":
+        if not plan.full:
+            keys = plan.touched.keys
+            assert keys is not None
+            small = len(plan.touched.starts) <= LOCAL_KEYS
+            bars = rollup.plan_windows(parent_rows, keys, plan.touched.starts, broadcast=small)
+            days = sorted({s.astimezone(UTC).date() for s in plan.touched.starts})
+            old = stored.where(F.col("window_date").isin(days)).join(
+                F.broadcast(keys) if small else keys, list(KEY_COLUMNS), "left_semi")
+        result = merge_changes(spark, target, bars, old, run_id=run_id, now=now,
+                               commit_properties=props)
+    else:
+        if plan.full:
+            first = plan.horizon.date() if plan.horizon is not None else None
+            where = (F.col("window_date") >= F.lit(first)) if first else F.lit(True)
+        else:
+            bars = rollup.plan_partitions(parent_rows, plan.partitions)
+            where = partition_filter(plan.partitions, level.partitioning)
+            old = stored.where(window_partition("window_start", level.partitioning)
+                               .isin(list(plan.partitions)))
+        result = overwrite_partitions(
+            spark, target, bars, old, run_id=run_id, now=now, where=where,
+            validate_from_snapshot=plan.level_snapshot, commit_properties=props)
+    if not result.committed and plan.level_snapshot is not None:
+        state.record_verified(spark, target, plan.level_snapshot, plan.parent_snapshot,
+                              run_id, now.isoformat())
+    windows = 0 if plan.full else len(plan.touched.starts)
+    return done(
+        "written" if result.committed else "unchanged",
+        windows=windows, changed=result.changed, deleted=result.deleted,
+        partitions=len(plan.partitions), full=plan.full,
     )
-    collected = windows.limit(LOCAL_KEYS + 1).collect()
-    if len(collected) <= LOCAL_KEYS:  # the usual case: one job, keys kept on the driver
-        micros = {r.micros for r in collected}
-        local = spark.createDataFrame(collected, "exchange STRING, symbol STRING, micros BIGINT")
-    else:  # a large late batch: keep the keys in Spark
-        local = windows.localCheckpoint()
-        micros = {r.micros for r in local.select("micros").distinct().collect()}
-    keys = local.select("exchange", "symbol",
-                        F.timestamp_micros("micros").alias("window_start"))
-    return Changes(full=False, keys=keys, starts=tuple(from_micros(m) for m in sorted(micros)))
-
-
-def _quarantine_source_rows(tables: Tables, rows: DataFrame) -> None:
-    """Set aside the invalid rows of newly read source files, with their reasons."""
-    from rollup.ingest import quarantine_rows
-
-    assert tables.source is not None
-    rejected = tables.source.rejected(rows).localCheckpoint()
-    count = rejected.count()
-    if count:
-        log.warning("%d invalid rows in %s quarantined (see `rollup rejects`)",
-                    count, ".".join(tables.source.table))
-        quarantine_rows(tables, rejected, ingest_id=f"source-{new_run_id()}")
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def run_level(
@@ -197,11 +302,21 @@ def run_level(
     lv = tables.dag.level(level) if isinstance(level, str) else level
     run_id = run_id or new_run_id()
     for attempt in range(1, max_attempts + 1):
+        started = time.monotonic()
         try:
-            return _run_level_once(tables, lv, run_id=run_id, full=full, progress=progress)
+            plan = plan_level(tables, lv, full=full)
+            return execute_plan(tables, plan, run_id=run_id, progress=progress,
+                                started=started)
+        except RollupError:
+            raise
         except Exception as exc:  # noqa: BLE001 - classify Iceberg commit conflicts
             if not _is_conflict(exc):
-                raise
+                if not _is_spark_error(exc):
+                    raise
+                raise LevelRunError(
+                    f"level {lv.name} failed in Spark: {one_line(exc)}; nothing was "
+                    f"committed for it: fix the cause and run `rollup run` again"
+                ) from exc
             if attempt == max_attempts:
                 raise ConcurrentRunError(
                     f"level {lv.name}: another run kept committing to {lv.table} "
@@ -213,72 +328,6 @@ def run_level(
             )
             time.sleep(wait)
     raise AssertionError("unreachable")
-
-
-def _run_level_once(
-    tables: Tables, level: Level, *, run_id: str, full: bool, progress: Progress | None
-) -> LevelResult:
-    spark = tables.spark
-    started = time.monotonic()
-    now = datetime.now(UTC)
-    target = tables.bars(level)
-    parent = tables.parent_of(level)
-    parent_snapshot = state.current_snapshot(spark, parent)
-
-    def done(status: str, **kw: object) -> LevelResult:
-        return LevelResult(level.name, status, run_id, parent_snapshot,
-                           seconds=time.monotonic() - started, **kw)  # type: ignore[arg-type]
-
-    if parent_snapshot is None:
-        return done("no-input")
-    since = None if full else state.position(spark, target)
-    if since == parent_snapshot:
-        return done("up-to-date")
-    target_snapshot = state.current_snapshot(spark, target)
-    changes = changed_windows(tables, level, since, parent_snapshot)
-    horizon = retention.horizon(tables, level)
-    changes, skipped = retention.clip_changes(level, changes, horizon, progress)
-    stamp = now.isoformat()
-    if not changes.full and not changes.starts:
-        state.set_position(spark, target, parent_snapshot, run_id, stamp)
-        return done("up-to-date", skipped=skipped)
-
-    source = retention.after_horizon(tables.parent_frame(level), level, horizon)
-    rollup = Rollup(level)
-    if progress:
-        what = "all windows" if changes.full else f"{len(changes.starts)} window starts"
-        progress(f"{level.name}: recomputing {what} from {level.parent_name}")
-    result: WriteResult
-    partitions = 0
-    if level.write_mode == "merge":
-        if changes.full:
-            bars = rollup.plan(source)
-            result = merge_bars(spark, target, bars, run_id=run_id, now=now)
-        else:
-            ranges = merge_ranges([_aware(s) for s in changes.starts], level.timeframe)
-            bars = rollup.plan(source, ranges, changes.keys)
-            result = merge_bars(spark, target, bars, run_id=run_id, now=now,
-                                target_dates=_dates(ranges))
-    else:
-        partition_dates: list[date] | None = None
-        if changes.full:
-            bars = rollup.plan(source)
-        else:
-            part_ranges = _partition_ranges([_aware(s) for s in changes.starts], level)
-            bars = rollup.plan(source, part_ranges)
-            partitions = len(part_ranges)
-            partition_dates = _dates(part_ranges)
-        result = overwrite_partitions(
-            spark, target, bars, run_id=run_id, now=now,
-            partition_dates=partition_dates, validate_from_snapshot=target_snapshot,
-        )
-    state.set_position(spark, target, parent_snapshot, run_id, stamp)
-    windows = 0 if changes.full else len(changes.starts)
-    return done(
-        "written" if result.committed else "unchanged",
-        windows=windows, changed=result.changed, deleted=result.deleted,
-        partitions=partitions, full=changes.full, skipped=skipped,
-    )
 
 
 def run_cascade(
@@ -306,6 +355,10 @@ def run_cascade(
             progress(result.describe())
         results.append(result)
     return results
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def backfill(
@@ -342,8 +395,10 @@ def backfill(
         lo = tf.floor(start)
         hi = tf.floor(end - timedelta(microseconds=1)) + tf.duration
         if level.write_mode == "overwrite":
-            ranges = _partition_ranges(
-                [lo + timedelta(days=d) for d in range((hi - lo).days + 1)], level)
+            days = [lo + timedelta(days=d) for d in range((hi - lo).days + 1)
+                    if lo + timedelta(days=d) < hi]
+            ranges = coarsen([partition_span(p, level.partitioning)
+                              for p in _partitions(days, level)], 1)
         else:
             ranges = [(lo, hi)]
         ranges = retention.clip_ranges(ranges, retention.own_horizon(tables, level))
@@ -367,11 +422,19 @@ def backfill(
 def replace_ranges(
     tables: Tables, level: Level, bars: DataFrame, ranges: Sequence[TimeRange], *, run_id: str
 ) -> WriteResult:
-    """Make the level's bars in `ranges` equal `bars`: upsert changed, delete vanished."""
-    from rollup.sink import replace_bars
-
+    """Make the level's bars in `ranges` (few, whole partitions for overwrite levels) equal
+    `bars`: upsert changed, delete vanished. The commit does not move the position."""
+    spark = tables.spark
+    table = tables.bars(level)
     now = datetime.now(UTC)
+    days = [d.date() for d in dates_in(ranges)]
+    old = spark.table(table).where(F.col("window_date").isin(days)).where(
+        in_ranges("window_start", ranges))
+    bars = bars.where(in_ranges("window_start", ranges))
     if level.write_mode == "merge":
-        return merge_bars(tables.spark, tables.bars(level), bars, run_id=run_id, now=now,
-                          target_dates=_dates(ranges), delete_ranges=ranges)
-    return replace_bars(tables.spark, tables.bars(level), bars, ranges, run_id=run_id, now=now)
+        return merge_changes(spark, table, bars, old, run_id=run_id, now=now)
+    partitions = _partitions([lo + timedelta(days=d) for lo, hi in ranges
+                              for d in range((hi - lo).days)], level)
+    return overwrite_partitions(spark, table, bars, old, run_id=run_id, now=now,
+                                where=partition_filter(partitions, level.partitioning),
+                                validate_from_snapshot=None, validate=False)

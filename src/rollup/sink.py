@@ -1,20 +1,26 @@
 """Sinks: the only code that writes bars. MERGE for fast levels, partition overwrite for slow.
 
-Both sinks keep lineage honest: a bar whose values did not change keeps its created_at,
-updated_at and run_id, so re-running a job leaves every table identical.
+Both reconcile: recomputed bars are compared with the stored bars of the same scope, bars
+whose input vanished are deleted, unchanged bars are not rewritten (they keep created_at,
+updated_at and run_id), and nothing is committed when nothing changed. Commits can carry
+snapshot summary properties (the level's position, see rollup.state).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 import attrs
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rollup.bar import BAR_COLUMNS, KEY_COLUMNS, LINEAGE_COLUMNS, VALUE_COLUMNS
+from rollup.iceberg import with_commit_properties
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -42,55 +48,39 @@ def _same_values(left: str, right: str) -> Column:
     return cond
 
 
-def _reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
-    """Join recomputed bars with stored ones: keep lineage of unchanged bars, count changes.
+def reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
+    """Join recomputed bars with the stored bars of the same scope, in one checkpointed job.
 
-    Returns the rows to write, the number of new or changed bars and of stored bars that
-    have no recomputed counterpart (which the write removes). One join, computed once.
+    Returns every row of the scope with `_op`: 'same' (unchanged, stored lineage kept),
+    'upsert' (new or changed) or 'delete' (stored, not recomputed), and the numbers of
+    upserts and deletes.
     """
     joined = new.alias("s").join(old.alias("t"), list(KEY_COLUMNS), "full_outer")
     recomputed = F.col("s.trade_count").isNotNull()
     same = recomputed & F.col("t.trade_count").isNotNull() & _same_values("s", "t")
+    values = [c.name for c in BAR_COLUMNS if c.name not in KEY_COLUMNS
+              and c.name not in LINEAGE_COLUMNS]
     merged = joined.select(
         *[F.col(k) for k in KEY_COLUMNS],
-        *[F.col(f"s.{c.name}") for c in BAR_COLUMNS
-          if c.name not in KEY_COLUMNS and c.name not in LINEAGE_COLUMNS],
+        *[F.when(recomputed, F.col(f"s.{c}")).otherwise(F.col(f"t.{c}")).alias(c)
+          for c in values],
         F.coalesce(F.col("t.created_at"), F.col("s.created_at")).alias("created_at"),
-        F.when(same, F.col("t.updated_at")).otherwise(F.col("s.updated_at")).alias("updated_at"),
-        F.when(same, F.col("t.run_id")).otherwise(F.col("s.run_id")).alias("run_id"),
-        same.alias("_same"),
-        recomputed.alias("_recomputed"),
+        F.when(same | ~recomputed, F.col("t.updated_at")).otherwise(F.col("s.updated_at"))
+        .alias("updated_at"),
+        F.when(same | ~recomputed, F.col("t.run_id")).otherwise(F.col("s.run_id")).alias("run_id"),
+        F.when(same, "same").when(recomputed, "upsert").otherwise("delete").alias("_op"),
     ).localCheckpoint()
     counts = merged.agg(
-        F.count(F.when(F.col("_recomputed") & ~F.col("_same"), 1)).alias("changed"),
-        F.count(F.when(~F.col("_recomputed"), 1)).alias("deleted"),
+        F.count(F.when(F.col("_op") == "upsert", 1)).alias("changed"),
+        F.count(F.when(F.col("_op") == "delete", 1)).alias("deleted"),
     ).first()
     assert counts is not None
-    return merged.where(F.col("_recomputed")), int(counts.changed), int(counts.deleted)
+    return merged, int(counts.changed), int(counts.deleted)
 
 
-def partition_filter(dates: Sequence[date]) -> Column:
-    """window_date within the given days, as closed ranges of consecutive days.
-
-    Iceberg can only replace a data file in an overwrite when it can prove every row of the
-    file matches; it proves that for ranges aligned to partitions (days or months), not for
-    an IN list over a month partition.
-    """
-    ordered = sorted(set(dates))
-    if not ordered:
-        return F.lit(False)
-    spans: list[tuple[date, date]] = []
-    for day in ordered:
-        if spans and (day - spans[-1][1]).days == 1:
-            spans[-1] = (spans[-1][0], day)
-        else:
-            spans.append((day, day))
-    cond: Column | None = None
-    for lo, hi in spans:
-        term = (F.col("window_date") >= F.lit(lo)) & (F.col("window_date") <= F.lit(hi))
-        cond = term if cond is None else (cond | term)
-    assert cond is not None
-    return cond
+def _committing(spark: SparkSession, props: Mapping[str, str] | None,
+                action: Callable[[], T]) -> T:
+    return with_commit_properties(spark, props, action) if props else action()
 
 
 def _date_list_sql(dates: Sequence[date]) -> str:
@@ -98,129 +88,99 @@ def _date_list_sql(dates: Sequence[date]) -> str:
     return ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(set(dates)))
 
 
-def merge_bars(
+def merge_changes(
     spark: SparkSession,
     table: str,
-    bars: DataFrame,
+    new: DataFrame,
+    old: DataFrame,
     *,
     run_id: str,
     now: datetime,
-    target_dates: Sequence[date] | None = None,
-    delete_ranges: Sequence[tuple[datetime, datetime]] | None = None,
+    commit_properties: Mapping[str, str] | None = None,
 ) -> WriteResult:
-    """MERGE recomputed bars into `table`: insert new windows, update changed ones.
-
-    `target_dates` limits the target scan to the partitions the bars can touch. With
-    `delete_ranges`, stored bars in those ranges that are absent from `bars` are deleted in
-    the same commit (backfill of restated trades).
-    """
-    source = _with_lineage(bars, run_id, now).localCheckpoint()
-    target = spark.table(table)
-    if target_dates is not None:
-        target = target.where(F.col("window_date").isin(list(target_dates)))
-    changed = (
-        source.alias("s")
-        .join(target.alias("t"), list(KEY_COLUMNS), "left")
-        .where(F.col("t.trade_count").isNull() | ~_same_values("s", "t"))
-        .count()
-    )
-    deleted = 0
-    scope = None
-    if delete_ranges:
-        from rollup.plans import in_ranges
-
-        scope = _ranges_sql(delete_ranges)
-        deleted = target.where(in_ranges("window_start", delete_ranges)).join(
-            source, list(KEY_COLUMNS), "left_anti").count()
+    """Make the stored bars `old` (a scope of `table`) equal the recomputed bars `new` with
+    one MERGE of the differences only: upserts of new or changed bars, deletes of vanished
+    ones. The MERGE's target scan is pruned to the partitions of the differences."""
+    merged, changed, deleted = reconcile(_with_lineage(new, run_id, now), old)
     if changed == 0 and deleted == 0:
         return WriteResult(0, 0, False)
+    diff = merged.where(F.col("_op") != "same")
+    dates = [r.window_date for r in diff.select("window_date").distinct().collect()]
     view = f"rollup_src_{uuid.uuid4().hex}"
-    source.createOrReplaceTempView(view)
+    diff.createOrReplaceTempView(view)
     on = " AND ".join(f"t.{k} = s.{k}" for k in KEY_COLUMNS)
-    if target_dates:
-        on += f" AND t.window_date IN ({_date_list_sql(target_dates)})"
-    differs = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in VALUE_COLUMNS)
+    on += f" AND t.window_date IN ({_date_list_sql(dates)})"
     updates = ", ".join(f"t.{c} = s.{c}" for c in (*VALUE_COLUMNS, "updated_at", "run_id"))
+    # Column names come from rollup.bar.BAR_COLUMNS (constants), never from user text.
+    columns = ", ".join(c.name for c in BAR_COLUMNS)
+    values = ", ".join(f"s.{c.name}" for c in BAR_COLUMNS)
+    insert = "INSERT (" + columns + ") VALUES (" + values + ")"  # noqa: S608 - constants
+    statement = (
+        f"MERGE INTO {table} t USING {view} s ON {on} "
+        "WHEN MATCHED AND s._op = 'delete' THEN DELETE "
+        f"WHEN MATCHED THEN UPDATE SET {updates} "
+        f"WHEN NOT MATCHED AND s._op = 'upsert' THEN {insert}"
+    )
     try:
-        spark.sql(
-            f"MERGE INTO {table} t USING {view} s ON {on} "
-            f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {updates} "
-            f"WHEN NOT MATCHED THEN INSERT *"
-            + (f" WHEN NOT MATCHED BY SOURCE AND ({scope}) THEN DELETE" if scope else "")
-        )
+        _committing(spark, commit_properties, lambda: spark.sql(statement))
     finally:
         spark.catalog.dropTempView(view)
     return WriteResult(changed, deleted, True)
 
 
-def _ranges_sql(ranges: Sequence[tuple[datetime, datetime]]) -> str:
-    # Instants are aware datetimes produced by rollup, rendered as UTC literals: no user text.
-    def lit(value: datetime) -> str:
-        text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        return f"TIMESTAMP '{text}Z'"
+def partition_filter(dates: Sequence[date], partitioning: str = "days") -> Column:
+    """window_date within the partitions starting on `dates`, as a balanced OR of closed
+    ranges of consecutive partitions (Iceberg proves whole-file deletes for ranges aligned
+    to partitions)."""
+    from rollup.plans import partition_span
 
-    terms = [f"(t.window_start >= {lit(lo)} AND t.window_start < {lit(hi)})" for lo, hi in ranges]
-    return " OR ".join(terms)
+    ordered = sorted(set(dates))
+    if not ordered:
+        return F.lit(False)
+    spans: list[tuple[date, date]] = []  # [first day, day after the last]
+    for first in ordered:
+        lo, hi = partition_span(first, partitioning)
+        if spans and spans[-1][1] == lo.date():
+            spans[-1] = (spans[-1][0], hi.date())
+        else:
+            spans.append((lo.date(), hi.date()))
+    day = timedelta(days=1)
+    terms = [(F.col("window_date") >= F.lit(lo)) & (F.col("window_date") <= F.lit(hi - day))
+             for lo, hi in spans]
+    while len(terms) > 1:
+        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 def overwrite_partitions(
     spark: SparkSession,
     table: str,
-    bars: DataFrame,
+    new: DataFrame,
+    old: DataFrame,
     *,
     run_id: str,
     now: datetime,
-    partition_dates: Sequence[date] | None,
+    where: Column,
     validate_from_snapshot: int | None,
+    validate: bool = True,
+    commit_properties: Mapping[str, str] | None = None,
 ) -> WriteResult:
-    """Replace whole partitions of `table` with `bars`, recomputed in full for them.
+    """Replace the partitions selected by `where` (whole partitions) with `new`.
 
-    Unchanged bars keep their lineage. Nothing is committed when no bar changed. The commit
-    fails (and can be retried) if another writer changed the same partitions since
-    `validate_from_snapshot`. `partition_dates` None means the bars cover the whole table.
+    `old` must be the stored bars under `where`. Unchanged bars keep their lineage, vanished
+    ones are dropped (a partition may become empty), nothing is committed when no bar
+    changed, and (with `validate`) the commit fails, to be retried, if another writer
+    changed those partitions since `validate_from_snapshot` (None: since the table was empty).
     """
-    old = spark.table(table)
-    if partition_dates is not None:
-        old = old.where(partition_filter(partition_dates))
-    new = _with_lineage(bars, run_id, now)
-    merged, changed, deleted = _reconcile(new, old)
+    merged, changed, deleted = reconcile(_with_lineage(new, run_id, now), old)
     if changed == 0 and deleted == 0:
         return WriteResult(0, 0, False)
-    writer = merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table)
-    writer = writer.option("isolation-level", "serializable")
-    if validate_from_snapshot is not None:
+    rows = merged.where(F.col("_op") != "delete").select(*[c.name for c in BAR_COLUMNS])
+    writer = rows.writeTo(table)
+    if validate:
+        writer = writer.option("isolation-level", "serializable")
+    if validate and validate_from_snapshot is not None:
         writer = writer.option("validate-from-snapshot-id", str(validate_from_snapshot))
-    if partition_dates is None:
-        writer.overwritePartitions()
-    else:
-        writer.overwrite(partition_filter(partition_dates))
-    return WriteResult(changed, deleted, True)
-
-
-def replace_bars(
-    spark: SparkSession,
-    table: str,
-    bars: DataFrame,
-    ranges: Sequence[tuple[datetime, datetime]],
-    *,
-    run_id: str,
-    now: datetime,
-) -> WriteResult:
-    """In one commit, make the rows of `table` in whole-partition `ranges` equal `bars`.
-
-    Unchanged bars keep their lineage; bars absent from `bars` are deleted. Used by backfill
-    (restated trades) of overwrite levels, where windows may vanish.
-    """
-    from rollup.plans import dates_in, in_ranges
-
-    dates = [d.date() for d in dates_in(ranges)]
-    in_scope = in_ranges("window_start", ranges) & F.col("window_date").isin(dates)
-    old = spark.table(table).where(in_scope)
-    new = _with_lineage(bars.where(in_ranges("window_start", ranges)), run_id, now)
-    merged, changed, deleted = _reconcile(new, old)
-    if changed == 0 and deleted == 0:
-        return WriteResult(0, 0, False)
-    # Ranges here are whole partitions, so the overwrite filter is on the partition column.
-    merged.select(*[c.name for c in BAR_COLUMNS]).writeTo(table).overwrite(
-        partition_filter(dates))
+    _committing(spark, commit_properties, lambda: writer.overwrite(where))
     return WriteResult(changed, deleted, True)

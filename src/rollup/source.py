@@ -99,7 +99,7 @@ class TradeSource:
 
         return validate_trades(self._renamed(df), time_unit=self.time_unit)
 
-    def to_canonical(self, df: DataFrame) -> DataFrame:
+    def to_canonical(self, df: DataFrame, *, dedupe: bool | None = None) -> DataFrame:
         """The valid source rows as exchange, symbol, trade_id, ts, price, quantity.
 
         Rows that fail validation (see docs/input.md) are left out here and quarantined by
@@ -108,7 +108,7 @@ class TradeSource:
         from rollup.validate import canonical
 
         out = canonical(self.validated(df)).drop("side")
-        if self.dedupe:
+        if self.dedupe if dedupe is None else dedupe:
             out = dedupe_trades(out)
         return out
 

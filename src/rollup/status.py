@@ -48,8 +48,8 @@ def level_status(tables: Tables) -> list[LevelStatus]:
     for level in tables.dag.order():
         table = tables.bars(level)
         parent = tables.parent_of(level)
-        props = state.table_properties(spark, table)
-        pos = props.get(state.POSITION)
+        position = state.position(spark, table, parent)
+        last_run_id, last_run_at = state.last_run(spark, table)
         agg = spark.table(table).agg(
             F.count(F.lit(1)).alias("n"), F.max("window_start").alias("s"),
             F.max("window_end").alias("e"),
@@ -64,9 +64,9 @@ def level_status(tables: Tables) -> list[LevelStatus]:
         parent_snapshot = state.current_snapshot(spark, parent)
         out.append(LevelStatus(
             level=level.name, parent=level.parent_name, table=level.table,
-            last_run_id=props.get(state.LAST_RUN_ID), last_run_at=props.get(state.LAST_RUN_AT),
-            position=int(pos) if pos else None, parent_snapshot=parent_snapshot,
-            pending=parent_snapshot is not None and str(parent_snapshot) != pos,
+            last_run_id=last_run_id, last_run_at=last_run_at,
+            position=position, parent_snapshot=parent_snapshot,
+            pending=parent_snapshot is not None and parent_snapshot != position,
             bars=int(agg["n"]) if agg else 0, newest_window_start=_aware(agg["s"]) if agg else None,
             covered_until=covered, parent_newest=parent_newest, lag_seconds=lag,
         ))

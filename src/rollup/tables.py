@@ -75,12 +75,17 @@ class Tables:
             return self.bars(level.parent.name)
         return self.source.name if self.source is not None else self.trades
 
-    def canonical_trades(self, df: DataFrame | None = None) -> DataFrame:
-        """Trades (or the given raw source rows) with the canonical trade columns."""
+    def canonical_trades(
+        self, df: DataFrame | None = None, *, dedupe: bool | None = None
+    ) -> DataFrame:
+        """Trades (or the given raw source rows) with the canonical trade columns.
+
+        `dedupe` overrides the source's setting (change detection wants every delivery).
+        """
         raw = df if df is not None else self.spark.table(self.parent_of(self.dag.order()[0]))
         if self.source is None:
             return raw
-        return self.source.to_canonical(raw)
+        return self.source.to_canonical(raw, dedupe=dedupe)
 
     def parent_frame(self, level: Level) -> DataFrame:
         """The parent rows of a level as a DataFrame ready for `Rollup.plan`."""

@@ -1,0 +1,245 @@
+"""What changed in a level's parent between two snapshots, and which of the level's windows
+that touches.
+
+Every kind of snapshot is handled:
+
+- `append`, `overwrite`, `delete`: the rows of added and of removed data files give the
+  touched windows; a delete file (position or equality deletes) touches every window of its
+  partition, whose time span comes from the partition value.
+- `replace` (rewrite_data_files, rewrite_position_delete_files, rewrite_manifests) changes
+  no content and is skipped. Files are listed per snapshot from the manifests that snapshot
+  wrote, so rows appended after the position and compacted since are still found.
+- a position that is no longer an ancestor of the current snapshot (rollback, branch
+  replace, cherry-pick): the changes on both sides of their common ancestor count, the
+  undone ones included; with no common ancestor, or an expired history, everything is
+  recomputed.
+
+The touched windows are a DataFrame of keys (exchange, symbol, window_start), never an
+expression that grows with their number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import attrs
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from rollup import state
+from rollup.iceberg import FileInfo, Table
+from rollup.plans import TimeRange, bucket, coarsen, in_ranges
+from rollup.tables import Tables
+from rollup.timeframes import Level
+from rollup.times import from_micros, iso
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+LOCAL_KEYS = 100_000
+"""Up to this many touched keys are collected to the driver in the job that finds them; more
+stay in Spark (checkpointed)."""
+
+MAX_SPANS = 64
+"""Partition spans of delete files are merged down to this many (a superset)."""
+
+
+@attrs.frozen
+class ParentDelta:
+    """The parent's changes between a level's position and the parent snapshot it will read."""
+
+    full: bool
+    reason: str = ""
+    row_files: tuple[str, ...] = ()
+    """Data files whose rows were added, removed or restored."""
+    spans: tuple[TimeRange, ...] = ()
+    """Time spans (of the parent's time column) of partitions touched by delete files."""
+    new_files: tuple[str, ...] = ()
+    """Data files added on the current lineage (source rows to validate and quarantine)."""
+    snapshots: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.full and not self.row_files and not self.spans
+
+
+def _time_column(tables: Tables, level: Level) -> str | None:
+    if level.parent is not None:
+        return "window_date"
+    if tables.source is not None:
+        return tables.source.column("ts")
+    return "ts"
+
+
+def parent_delta(
+    tables: Tables, level: Level, since: int | None, until: int,
+    horizon: datetime | None = None,
+) -> ParentDelta:
+    """The files and partitions that changed in the level's parent from `since` to `until`.
+
+    Files and partitions wholly before `horizon` are left out (nothing there is recomputed).
+    """
+    if since is None:
+        return ParentDelta(True, "no position")
+    if since == until:
+        return ParentDelta(False)
+    meta = Table(tables.spark, tables.parent_of(level), _time_column(tables, level))
+    snaps = meta.snapshots()
+    ahead = state.lineage(snaps, until)
+    if ahead is None:
+        return ParentDelta(True, f"history of {until} has expired")
+    if since in ahead:
+        new, undone = ahead[: ahead.index(since)], []
+    else:
+        behind = state.lineage(snaps, since)
+        if behind is None:
+            return ParentDelta(True, f"position {since} is no longer in the table's history")
+        on_current = set(ahead)
+        common = next((s for s in behind if s in on_current), None)
+        if common is None:
+            return ParentDelta(True, f"position {since} shares no history with {until}")
+        new, undone = ahead[: ahead.index(common)], behind[: behind.index(common)]
+
+    def relevant(info: FileInfo) -> bool:
+        return horizon is None or info.span is None or info.span[1] > horizon
+
+    rows: set[str] = set()
+    spans: list[TimeRange] = []
+    added: list[str] = []
+    for sid in [*new, *undone]:
+        if snaps[sid].operation == "replace":
+            continue
+        changes = meta.file_changes(sid)
+        for info in (*changes.added_data, *changes.removed_data):
+            if relevant(info):
+                rows.add(info.path)
+        if sid in new:
+            added += [f.path for f in changes.added_data if relevant(f)]
+        for info in (*changes.added_deletes, *changes.removed_deletes):
+            if info.span is None:
+                return ParentDelta(True, f"delete file {info.path} is not in a time partition")
+            if relevant(info):
+                spans.append(info.span)
+    return ParentDelta(False, "", tuple(sorted(rows)), tuple(coarsen(spans, MAX_SPANS)),
+                       tuple(sorted(set(added))), len(new) + len(undone))
+
+
+@attrs.frozen
+class Touched:
+    """Windows of a level to recompute: `full`, or `keys` (exchange, symbol, window_start)
+    with their distinct `starts`."""
+
+    full: bool
+    keys: DataFrame | None = None
+    starts: tuple[datetime, ...] = ()
+    skipped: int = 0
+    """Touched windows before the retention horizon, left unchanged."""
+    skipped_samples: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.full and not self.starts
+
+
+def _keys(rows: DataFrame, time_col: str, level: Level) -> DataFrame:
+    return (bucket(rows.select("exchange", "symbol", time_col), time_col, level.timeframe)
+            .select("exchange", "symbol", "window_start"))
+
+
+def touched_windows(
+    tables: Tables, level: Level, delta: ParentDelta, *, parent_snapshot: int,
+    level_snapshot: int | None, horizon: datetime | None,
+) -> Touched:
+    """The level's windows that `delta` touches, at or after `horizon`."""
+    if delta.full:
+        return Touched(True)
+    if delta.empty:
+        return Touched(False)
+    spark = tables.spark
+    root = level.parent is None
+    time_col = "ts" if root else "window_start"
+    parent_now = state.read_at(spark, tables.parent_of(level), parent_snapshot)
+    if root:
+        parent_now = tables.canonical_trades(parent_now, dedupe=False)
+    parts: list[DataFrame] = []
+    if delta.row_files:
+        rows = state.read_files(spark, list(delta.row_files))
+        if root:
+            rows = tables.canonical_trades(rows, dedupe=False)
+        parts.append(_keys(rows, time_col, level))
+        if root and tables.source is not None and tables.source.dedupe:
+            # A re-delivered trade may move: every window holding any delivery is touched.
+            ids = rows.select("exchange", "symbol", "trade_id").distinct()
+            parts.append(_keys(parent_now.join(ids, ["exchange", "symbol", "trade_id"],
+                                               "left_semi"), time_col, level))
+    if delta.spans:
+        # Deleted rows are gone from the parent: windows with rows left, and stored bars.
+        spans = list(delta.spans)
+        parts.append(_keys(parent_now.where(in_ranges(time_col, spans)), time_col, level))
+        tf = level.timeframe
+        widened = [(tf.floor(lo), hi) for lo, hi in spans]
+        stored = state.read_at(spark, tables.bars(level), level_snapshot)
+        parts.append(stored.where(in_ranges("window_start", widened))
+                     .select("exchange", "symbol", "window_start"))
+    keys = parts[0]
+    for part in parts[1:]:
+        keys = keys.unionByName(part)
+    return collect_keys(keys.distinct(), horizon)
+
+
+def _micros(instant: datetime) -> int:
+    return (instant - _EPOCH) // timedelta(microseconds=1)
+
+
+def collect_keys(keys: DataFrame, horizon: datetime | None = None) -> Touched:
+    """Materialise touched keys (on the driver when few, checkpointed in Spark when many);
+    keys before `horizon` are counted as skipped."""
+    as_micros = keys.select("exchange", "symbol",
+                            F.unix_micros("window_start").alias("micros"))
+    limit = _micros(horizon) if horizon is not None else None
+    collected = as_micros.limit(LOCAL_KEYS + 1).collect()
+    skipped: list[tuple[str, str, int]] = []
+    if len(collected) <= LOCAL_KEYS:
+        if limit is not None:
+            skipped = sorted((r.exchange, r.symbol, r.micros) for r in collected
+                             if r.micros < limit)
+            collected = [r for r in collected if r.micros >= limit]
+        micros = {r.micros for r in collected}
+        local = keys.sparkSession.createDataFrame(
+            collected, "exchange STRING, symbol STRING, micros BIGINT")
+        count = len(skipped)
+    else:
+        local = as_micros.localCheckpoint()
+        count = 0
+        if limit is not None:
+            old = local.where(F.col("micros") < limit)
+            count = old.count()
+            skipped = [(r.exchange, r.symbol, r.micros) for r in
+                       old.orderBy("exchange", "symbol", "micros").limit(10).collect()]
+            local = local.where(F.col("micros") >= limit)
+        micros = {r.micros for r in local.select("micros").distinct().collect()}
+    frame = local.select("exchange", "symbol", F.timestamp_micros("micros").alias("window_start"))
+    samples = tuple(f"{e}/{s}@{iso(from_micros(m))}" for e, s, m in skipped[:10])
+    return Touched(False, frame, tuple(from_micros(m) for m in sorted(micros)), count, samples)
+
+
+def quarantine_new_source_rows(
+    tables: Tables, files: Sequence[str] | None, ingest_id: str
+) -> int:
+    """Set aside the invalid rows of newly read source files (None: the whole source)."""
+    from rollup.ingest import quarantine_rows
+
+    if tables.source is None:
+        return 0
+    spark = tables.spark
+    if files is None:
+        rows = spark.table(tables.source.name)
+    elif not files:
+        return 0
+    else:
+        rows = state.read_files(spark, list(files))
+    rejected = tables.source.rejected(rows).localCheckpoint()
+    count = rejected.count()
+    if count:
+        quarantine_rows(tables, rejected, ingest_id=ingest_id)
+    return int(count)
