@@ -257,7 +257,8 @@ def test_retention_drops_expired_partitions_expires_snapshots_and_orphans(
     # trades: five appends expired; the one 1m has consumed is kept
     assert len(results[None].snapshots) == len(DAYS) - 1
     assert snapshot_ids(tables, tables.trades) == {state.current_snapshot(spark, tables.trades)}
-    assert state.position(spark, tables.bars("1m")) == state.current_snapshot(spark, tables.trades)
+    assert state.position(spark, tables.bars("1m"), tables.trades) == state.current_snapshot(
+        spark, tables.trades)
 
     # the cascade has nothing to redo, and every check still passes
     runs = run_cascade(tables)

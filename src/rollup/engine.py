@@ -102,7 +102,19 @@ appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
 logger.nativecode.name = org.apache.hadoop.util.NativeCodeLoader
 logger.nativecode.level = error
+logger.executor.name = org.apache.spark.executor.Executor
+logger.executor.level = fatal
+logger.tasks.name = org.apache.spark.scheduler.TaskSetManager
+logger.tasks.level = fatal
+logger.writes.name = org.apache.spark.sql.execution.datasources.v2
+logger.writes.level = fatal
+logger.writetask.name = org.apache.spark.sql.execution.datasources.v2.DataWritingSparkTask
+logger.writetask.level = fatal
+logger.plans.name = org.apache.spark.sql.catalyst.util.SparkStringUtils
+logger.plans.level = error
 """
+# Failing tasks and aborted writes log their Java stack traces at ERROR from these loggers;
+# rollup reports such a failure itself, in one line (see runner.LevelRunError).
 
 
 def _log4j2_options() -> str:
@@ -203,7 +215,7 @@ def get_spark(
         except Exception as exc:  # py4j/launcher errors: keep one line, chain the cause
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EngineError(f"cannot start Spark (master {master}): {first}") from exc
-        spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "WARN")
+        spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "ERROR")
         return spark
 
 

@@ -419,9 +419,10 @@ def enforce_retention(
                                          pending_delete=rows > 0))
             files = 0
         else:
-            if rows and keep_from is not None:
+            if rows and keep_from is not None and level is not None:
                 before = state.current_snapshot(spark, table)
-                _delete_before(spark, table, keep_from)
+                carried = state.position(spark, table, tables.parent_of(level))
+                _delete_before(spark, table, keep_from, carried, before)
                 _advance_positions(tables, table, before)
             snapshots, files = _expire(tables, name, wall - snapshot_age, retain_last)
         orphans = _orphans(tables, name, wall - orphan_age, dry_run=dry_run)
@@ -436,10 +437,28 @@ def enforce_retention(
     return results
 
 
-def _delete_before(spark: SparkSession, table: str, keep_from: date) -> None:
-    """Record the new horizon, then drop every partition before `keep_from` (metadata-only)."""
+def _delete_before(
+    spark: SparkSession, table: str, keep_from: date, position: int | None, base: int | None
+) -> None:
+    """Record the new horizon, then drop every partition before `keep_from` (metadata-only).
+
+    The delete commit carries the level's position forward (it removes only windows no run
+    may write again), so the snapshot that carried it before can expire.
+    """
+    from rollup.iceberg import with_commit_properties
+
     previous = retained_from(spark, table)
     mark = max(keep_from, previous) if previous else keep_from
     spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('{RETAINED_FROM}'='{mark.isoformat()}')")
     # `table` is built from validated identifiers and the date is a `datetime.date` we computed.
-    spark.sql(f"DELETE FROM {table} WHERE window_date < DATE '{keep_from.isoformat()}'")  # noqa: S608
+    statement = f"DELETE FROM {table} WHERE window_date < DATE '{keep_from.isoformat()}'"  # noqa: S608
+
+    def delete() -> None:
+        spark.sql(statement)
+
+    if position is None:
+        delete()
+    else:
+        carried = {state.POSITION: str(int(position)),
+                   state.BASE: "none" if base is None else str(int(base))}
+        with_commit_properties(spark, carried, delete)

@@ -140,6 +140,17 @@ class LevelPlan:
     def full(self) -> bool:
         return self.touched.full
 
+    def as_json(self) -> dict[str, object]:
+        return {
+            "level": self.level.name, "status": self.status,
+            "parent_snapshot": self.parent_snapshot, "level_snapshot": self.level_snapshot,
+            "position": self.position, "full": self.full, "reason": self.reason,
+            "windows": len(self.touched.starts),
+            "partitions": [p.isoformat() for p in self.partitions],
+            "skipped": self.touched.skipped,
+            "horizon": iso(self.horizon) if self.horizon else None,
+        }
+
     def describe(self) -> str:
         name = self.level.name
         if self.status == "no-input":
@@ -189,6 +200,15 @@ def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> Lev
         touched.starts, lv)
     return attrs.evolve(base, status="recompute", touched=touched, partitions=partitions,
                         horizon=horizon, reason=delta.reason, new_files=new_files)
+
+
+def plan_cascade(
+    tables: Tables, *, up_to: str | Timeframe | None = None, full: bool = False
+) -> list[LevelPlan]:
+    """The plan of every level (or those needed for `up_to`) as of each parent's current
+    snapshot; nothing is written (what `rollup run --dry-run` shows)."""
+    order = tables.dag.up_to(up_to) if up_to is not None else tables.dag.order()
+    return [plan_level(tables, lv, full=full) for lv in order]
 
 
 def _warn_skipped(plan: LevelPlan, progress: Progress | None) -> None:

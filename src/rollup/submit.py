@@ -98,7 +98,7 @@ def job_main(argv: Sequence[str] | None = None, command: str | None = None) -> i
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "WARN")
+    spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "ERROR")
     try:
         return main(args)
     finally:

@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="bring every level (or those up to --timeframe) up to date")
     p.add_argument("--timeframe", help="run only the levels needed for this timeframe")
     p.add_argument("--full", action="store_true", help="recompute everything, ignore positions")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what each level would recompute from its parent's current "
+                        "snapshot, and write nothing")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(handler=cmd_run)
 
@@ -79,11 +82,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rollup.runner import run_cascade
+    from rollup.runner import plan_cascade, run_cascade
 
     tables = tables_from(args)
     if args.timeframe:
         tables.dag.level(args.timeframe)
+    if args.dry_run:
+        plans = plan_cascade(tables, up_to=args.timeframe, full=args.full)
+        if args.json:
+            print(json.dumps([p.as_json() for p in plans], indent=2))
+        else:
+            for plan in plans:
+                print(plan.describe())
+        return 0
     results = run_cascade(tables, up_to=args.timeframe, full=args.full, progress=progress)
     if args.json:
         print(json.dumps([_result_json(r) for r in results], indent=2))
