@@ -84,20 +84,20 @@ def parent_delta(
     if since == until:
         return ParentDelta(False)
     meta = Table(tables.spark, tables.parent_of(level), _time_column(tables, level))
-    snaps = meta.snapshots()
-    ahead = state.lineage(snaps, until)
+    snaps = meta.history()
+    ahead = state.lineage(snaps, until, stop=since, partial=True)
     if ahead is None:
-        return ParentDelta(True, f"history of {until} has expired")
-    if since in ahead:
-        new, undone = ahead[: ahead.index(since)], []
-    else:
-        behind = state.lineage(snaps, since)
+        return ParentDelta(True, f"snapshot {until} is not in the table's history")
+    if ahead[-1] == since:
+        new, undone = ahead[:-1], []
+    else:  # not an ancestor: rolled back, replaced or cherry-picked; or expired
+        behind = state.lineage(snaps, since, partial=True)
         if behind is None:
             return ParentDelta(True, f"position {since} is no longer in the table's history")
         on_current = set(ahead)
         common = next((s for s in behind if s in on_current), None)
         if common is None:
-            return ParentDelta(True, f"position {since} shares no history with {until}")
+            return ParentDelta(True, f"position {since} shares no known history with {until}")
         new, undone = ahead[: ahead.index(common)], behind[: behind.index(common)]
 
     def relevant(info: FileInfo) -> bool:

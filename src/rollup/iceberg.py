@@ -7,7 +7,7 @@ the driver: no Spark job, and the cost depends on what changed, not on the table
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+SUMMARY_KEYS = ("rollup.parent-snapshot-id", "rollup.base-snapshot-id", "rollup.run-id")
+"""The snapshot summary keys rollup reads (see rollup.state)."""
 
 DATA = "DATA"
 POSITION_DELETES = "POSITION_DELETES"
@@ -97,18 +100,28 @@ class Table:
         snap = self._table.currentSnapshot()
         return None if snap is None else int(snap.snapshotId())
 
-    def snapshots(self, summary_prefix: str = "rollup.") -> dict[int, Snapshot]:
+    def _snapshot(self, snap: Any) -> Snapshot:
+        parent = snap.parentId()
+        summary = snap.summary()
+        kept = {key: str(summary.get(key)) for key in SUMMARY_KEYS
+                if summary.get(key) is not None}
+        return Snapshot(
+            int(snap.snapshotId()), None if parent is None else int(parent),
+            None if snap.operation() is None else str(snap.operation()),
+            _EPOCH + timedelta(milliseconds=int(snap.timestampMillis())), kept)
+
+    def snapshot(self, snapshot_id: int) -> Snapshot | None:
+        """One snapshot by id, or None when it is not in the metadata (expired)."""
+        snap = self._table.snapshot(snapshot_id)
+        return None if snap is None else self._snapshot(snap)
+
+    def snapshots(self) -> dict[int, Snapshot]:
         """Every snapshot in the table's metadata (ancestors and others), by id."""
-        out: dict[int, Snapshot] = {}
-        for snap in self._table.snapshots():
-            parent = snap.parentId()
-            summary = {str(k): str(v) for k, v in dict(snap.summary()).items()
-                       if str(k).startswith(summary_prefix)}
-            out[int(snap.snapshotId())] = Snapshot(
-                int(snap.snapshotId()), None if parent is None else int(parent),
-                None if snap.operation() is None else str(snap.operation()),
-                _EPOCH + timedelta(milliseconds=int(snap.timestampMillis())), summary)
-        return out
+        return {int(s.snapshotId()): self._snapshot(s) for s in self._table.snapshots()}
+
+    def history(self) -> History:
+        """The snapshots as a lazy mapping: each read when first asked for."""
+        return History(self)
 
     def properties(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in dict(self._table.properties()).items()}
@@ -149,6 +162,44 @@ class Table:
         return FileChanges(
             infos(snap.addedDataFiles(io)), infos(snap.removedDataFiles(io)),
             infos(snap.addedDeleteFiles(io)), infos(snap.removedDeleteFiles(io)))
+
+
+class History(Mapping[int, Snapshot]):
+    """A table's snapshots by id, read one at a time (a walk over a few recent snapshots
+    costs a few metadata lookups, however long the history)."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._cache: dict[int, Snapshot | None] = {}
+        self._all: dict[int, Snapshot] | None = None
+
+    def get(self, key: object, default: Any = None) -> Any:
+        if not isinstance(key, int):
+            return default
+        if key not in self._cache:
+            self._cache[key] = self._table.snapshot(key)
+        found = self._cache[key]
+        return default if found is None else found
+
+    def __getitem__(self, key: int) -> Snapshot:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+    def _everything(self) -> dict[int, Snapshot]:
+        if self._all is None:
+            self._all = self._table.snapshots()
+        return self._all
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._everything())
+
+    def __len__(self) -> int:
+        return len(self._everything())
 
 
 class _Callable:

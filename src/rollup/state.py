@@ -55,14 +55,22 @@ def table_properties(spark: SparkSession, table: str) -> dict[str, str]:
     return Table(spark, table).properties()
 
 
-def lineage(snaps: Mapping[int, Snapshot], snapshot_id: int | None) -> list[int] | None:
-    """`snapshot_id` and its ancestors, newest first; None if the history has expired."""
+def lineage(
+    snaps: Mapping[int, Snapshot], snapshot_id: int | None, stop: int | None = None,
+    *, partial: bool = False,
+) -> list[int] | None:
+    """`snapshot_id` and its ancestors, newest first, down to `stop` (included) or the first
+    snapshot; None if the history has expired before reaching either (with `partial`: the
+    ancestors still known)."""
     out: list[int] = []
     cursor = snapshot_id
     while cursor is not None:
+        if cursor == stop:
+            out.append(cursor)
+            return out
         snap = snaps.get(cursor)
         if snap is None:
-            return None
+            return out if partial and out else None
         out.append(cursor)
         cursor = snap.parent_id
         if len(out) > _MAX_WALK:
@@ -168,14 +176,14 @@ def position(spark: SparkSession, table: str, parent: str) -> int | None:
     own = Table(spark, table)
     props = own.properties()
     legacy = props.get(POSITION)
-    snaps = own.snapshots()
-    parent_snaps: dict[int, Snapshot] | None = None
+    snaps = own.history()
+    parent_check: Callable[[int, int], bool | None] | None = None
 
     def is_ancestor(a: int, b: int) -> bool | None:
-        nonlocal parent_snaps
-        if parent_snaps is None:
-            parent_snaps = Table(spark, parent).snapshots()
-        return ancestry(parent_snaps)(a, b)
+        nonlocal parent_check
+        if parent_check is None:
+            parent_check = ancestry(Table(spark, parent).history())
+        return parent_check(a, b)
 
     return resolve_position(snaps, own.current_snapshot_id(), _verified(props),
                             int(legacy) if legacy else None, is_ancestor)
@@ -184,10 +192,15 @@ def position(spark: SparkSession, table: str, parent: str) -> int | None:
 def position_snapshot(spark: SparkSession, table: str) -> int | None:
     """The newest snapshot of `table` whose summary carries a position (keep it on expiry)."""
     own = Table(spark, table)
-    snaps = own.snapshots()
-    for sid in lineage(snaps, own.current_snapshot_id()) or []:
-        if POSITION in snaps[sid].summary:
-            return sid
+    snaps = own.history()
+    cursor = own.current_snapshot_id()
+    while cursor is not None:
+        snap = snaps.get(cursor)
+        if snap is None:
+            return None
+        if POSITION in snap.summary:
+            return cursor
+        cursor = snap.parent_id
     return None
 
 
@@ -225,9 +238,10 @@ def last_run(spark: SparkSession, table: str) -> tuple[str | None, str | None]:
     """(run id, ISO time) of the last run that wrote or verified `table`."""
     own = Table(spark, table)
     props = own.properties()
-    snaps = own.snapshots()
-    for sid in lineage(snaps, own.current_snapshot_id()) or []:
-        snap = snaps[sid]
+    snaps = own.history()
+    cursor = own.current_snapshot_id()
+    while cursor is not None and (snap := snaps.get(cursor)) is not None:
+        cursor = snap.parent_id
         if RUN_ID in snap.summary:
             at = snap.committed_at.isoformat()
             if props.get(LAST_RUN_AT, "") > at:
