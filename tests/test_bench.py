@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import attrs
 import pytest
 
 from rollup.bench import (
@@ -24,6 +25,11 @@ from rollup.errors import ConfigError
 
 RATIOS = ("cascade_over_1m", "direct_over_cascade", "spark_over_duckdb",
           "incremental_30d_over_1d", "per_trade_spread")
+SCATTERED = ("scattered_windows", "scattered_history_days", "scattered_cycle_s",
+             "scattered_cpu_s", "scattered_peak_mib", "scattered_python_peak_mib",
+             "ordinary_cycle_s", "scattered_over_ordinary", "ordinary_after_scattered_s",
+             "scattered_exact", "scattered_checked", "scattered_levels")
+LEVELS = ("1m", "5m", "30m", "1h", "1d")
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -47,13 +53,17 @@ def test_config_validates_values() -> None:
         BenchConfig(sizes=())
     with pytest.raises(ConfigError, match="history_days"):
         BenchConfig(history_days=(30, 1))
+    with pytest.raises(ConfigError, match="scattered_windows must be an integer >= 0"):
+        BenchConfig(scattered_windows=-1)
     assert BenchConfig().trades == 5_000_000 and BenchConfig().symbols == 20
     assert BenchConfig.quick().trades < 10_000
+    assert BenchConfig().scattered_windows == 10_000
+    assert 0 < BenchConfig.quick().scattered_windows <= 500
 
 
 def _args(**kw: object) -> argparse.Namespace:
     base = {"quick": False, "trades": None, "sizes": None, "symbols": None, "repeats": None,
-            "history_per_day": None, "warmups": None}
+            "history_per_day": None, "warmups": None, "scattered_windows": None}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -66,6 +76,28 @@ def test_cli_options_build_the_config() -> None:
         1_000_000, (200_000, 1_000_000), 5, 4, 6)
     quick = build_config(_args(quick=True, trades="3000"))
     assert quick.trades == 3_000 and quick.sizes == (3_000,) and quick.repeats == 1
+    assert quick.scattered_windows == BenchConfig.quick().scattered_windows
+    assert build_config(_args(scattered_windows=500)).scattered_windows == 500
+    assert build_config(_args(quick=True, scattered_windows=0)).scattered_windows == 0
+
+
+def test_scattered_trades_touch_distinct_windows_of_every_shape() -> None:
+    from datetime import date
+
+    from rollup.bench_scattered import ILLIQUID, scattered_trades, sparse_history
+
+    late = scattered_trades(1_000, date(2024, 1, 1), 30, 20)
+    symbols = late.column("symbol").to_pylist()
+    micros = late.column("ts").cast("int64").to_pylist()
+    assert late.num_rows == 1_000
+    assert len({(s, t // 60_000_000) for s, t in zip(symbols, micros, strict=True)}) == 1_000
+    assert symbols.count(ILLIQUID) == 100 and len(set(symbols)) == 5
+    days = {t // 86_400_000_000 for t in micros}
+    assert len(days) == 30  # spread over the whole history
+    assert len(set(late.column("trade_id").to_pylist())) == 1_000
+    assert late.equals(scattered_trades(1_000, date(2024, 1, 1), 30, 20))  # deterministic
+    sparse = sparse_history(date(2024, 1, 1), 30)
+    assert set(sparse.column("symbol").to_pylist()) == {ILLIQUID}
 
 
 def _timing(name: str, *wall: float, trades: int = 0) -> Timing:
@@ -108,6 +140,40 @@ def test_report_ratios_goals_and_json() -> None:
     assert "4.00" in table  # direct over cascade at 1,000 trades
 
 
+def test_report_with_a_scattered_batch() -> None:
+    from rollup.bench_scattered import ScatteredResult
+
+    config = BenchConfig(trades=1_000, sizes=(1_000,), history_days=(1, 30))
+    levels = {name: {"status": "written", "windows": 10, "partitions": 2 if name != "1m" else 0,
+                     "changed": 10, "deleted": 0, "full": False, "seconds": 0.5}
+              for name in LEVELS}
+    scattered = ScatteredResult(30, 10_000, 1_000, ("A", "B"), _timing("s", 6.6),
+                                {"jvm": 2048.0, "python": 300.0}, levels, True, 300, 150,
+                                ordinary_after=_timing("o", 2.0))
+    report = BenchReport(
+        config, "local[2]",
+        timings={"1m": _timing("1m", 1.0), "cascade": _timing("c", 1.2),
+                 "direct": _timing("d", 4.0)},
+        cascade_levels={"1m": 1.0}, duckdb_equal=None,
+        incremental=(IncrementalResult(1, 10, 3.0, _timing("i1", 2.0), {"1m": 0.5}),
+                     IncrementalResult(30, 300, 9.0, _timing("i30", 2.2), {"1m": 0.6})),
+        scaling=(), scattered=scattered)
+    line = json.loads(report.json_line())
+    assert set(SCATTERED) <= set(line)
+    assert line["scattered_cycle_s"] == pytest.approx(6.6)
+    assert line["ordinary_cycle_s"] == pytest.approx(2.2)  # the 30-day ordinary cycle
+    assert line["scattered_over_ordinary"] == pytest.approx(3.0)
+    assert line["cpu"]["scattered_over_ordinary"] == pytest.approx(3.0)
+    assert line["scattered_peak_mib"] == 2048.0 and line["scattered_exact"] is True
+    assert line["scattered_levels"]["30m"] == {"windows": 10, "partitions": 2,
+                                               "status": "written"}
+    table = report.table()
+    assert "scattered late 30d" in table and "10,000 1m windows" in table
+    assert "ordinary after scattered" in table and "scattered over ordinary" in table
+    plain = json.loads(attrs.evolve(report, scattered=None).json_line())
+    assert "scattered_cycle_s" not in plain
+
+
 def test_linear_fit() -> None:
     assert linear_fit([(1, 5.0)]) is None
     assert linear_fit([(2, 5.0), (2, 6.0)]) is None
@@ -133,9 +199,24 @@ def test_quick_bench_run_prints_a_table_and_one_json_line(
     assert result["trades"] == BenchConfig.quick().trades
     assert result["duckdb_equal"] is True  # Spark's 1m bars == DuckDB's, exactly
     assert set(result["goals_met"]) == set(RATIOS)
+    # the scattered late batch (issue 13): structure and exactness, never timings
+    for key in SCATTERED:
+        assert key in result, key
+    assert result["scattered_exact"] is True  # stored 1m samples and 1d bars == DuckDB's
+    assert result["scattered_windows"] == BenchConfig.quick().scattered_windows
+    assert result["scattered_history_days"] == BenchConfig.quick().history_days[-1]
+    assert result["scattered_checked"]["1m"] > 0 and result["scattered_checked"]["1d"] > 0
+    assert set(result["scattered_levels"]) == set(LEVELS)
+    for level in LEVELS:
+        assert result["scattered_levels"][level]["status"] == "written", level
+    assert result["scattered_levels"]["1m"]["windows"] > 0
+    for key in ("scattered_cycle_s", "ordinary_cycle_s", "scattered_over_ordinary",
+                "ordinary_after_scattered_s"):
+        assert isinstance(result[key], float) and result[key] > 0, key
     text = "\n".join(out[:-1])
     for label in ("1m (Spark)", "cascade 1m..1d (Spark)", "direct, 5 levels (Spark)",
-                  "1m (DuckDB)", "incremental 1d", "incremental 2d", "scaling (cascade)"):
+                  "1m (DuckDB)", "incremental 1d", "incremental 2d", "scaling (cascade)",
+                  "scattered late 2d", "ordinary after scattered"):
         assert label in text, label
     # the scratch namespaces of the incremental figure are dropped again
     names = {r.namespace for r in spark.sql("SHOW NAMESPACES IN rollup").collect()}

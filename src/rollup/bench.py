@@ -12,7 +12,10 @@
   table and propagated through every level by `rollup.runner.run_cascade`, with 1 day and
   with 30 days of history;
 - ``scaling``: the cascade, the 1m level and the direct approach at several sizes, as time
-  per trade, with the peak memory.
+  per trade, with the peak memory;
+- ``scattered``: on the long incremental history, one late batch touching
+  `BenchConfig.scattered_windows` separate 1m windows over every day, one timed cascade run,
+  its peak memory and a check against DuckDB (`rollup.bench_scattered`).
 
 Plan-level figures write Parquet, not Iceberg, so they time the computation and one columnar
 write and leave Iceberg commit costs to the incremental figure. Times are wall-clock seconds;
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
+    from rollup.bench_scattered import ScatteredResult
     from rollup.tables import Tables
 
 Progress = Callable[[str], None]
@@ -103,6 +107,13 @@ class BenchConfig:
     rows_per_file: int = attrs.field(default=250_000, validator=_positive)
     duckdb_threads: int | None = attrs.field(default=None)
     """DuckDB threads; default the number of cores of Spark's local master."""
+    scattered_windows: int = attrs.field(default=10_000)
+    """Separate 1m windows of the scattered late batch over the long history (0: skip it)."""
+
+    @scattered_windows.validator
+    def _check_scattered(self, attribute: attrs.Attribute[Any], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"bench scattered_windows must be an integer >= 0, got {value!r}")
 
     @history_days.validator
     def _check_history(self, attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
@@ -116,7 +127,8 @@ class BenchConfig:
     def quick(cls) -> BenchConfig:
         """A smoke configuration (a few thousand trades): checks the structure, not speed."""
         return cls(trades=4_000, symbols=3, sizes=(1_000, 4_000), repeats=1, warmups=1,
-                   history_per_day=400, history_days=(1, 2), cycles=1, rows_per_file=1_000)
+                   history_per_day=400, history_days=(1, 2), cycles=1, rows_per_file=1_000,
+                   scattered_windows=200)
 
 
 def parse_count(text: str) -> int:
@@ -409,8 +421,10 @@ class IncrementalResult:
 
 def _incremental(
     spark: SparkSession, catalog: str, namespace: str, days: int, config: BenchConfig,
-    clock: _Clock, work: Path, progress: Progress,
+    clock: _Clock, work: Path, progress: Progress, appended: list[Path] | None = None,
 ) -> IncrementalResult:
+    """The history and the timed cycles of one history size; the trades files appended to the
+    table are added to `appended`."""
     import pyarrow.parquet as pq
 
     from rollup.runner import run_cascade
@@ -425,6 +439,8 @@ def _incremental(
                              config.symbols, config.rows_per_file,
                              day=first + timedelta(days=offset), seed=offset)
         _append_trades(tables, files)
+        if appended is not None:
+            appended.extend(files)
     progress(f"incremental, {days} day(s) of history: initial cascade ...")
     began = time.perf_counter()
     run_cascade(tables)
@@ -434,6 +450,8 @@ def _incremental(
         path = work / f"cycle_{days}d_{cycle}.parquet"
         pq.write_table(_cycle_trades(config, cycle), path)
         _append_trades(tables, [path])
+        if appended is not None:
+            appended.append(path)
         results: list[Any] = []
         wall, cpu = clock.measure(functools.partial(_run_into, tables, results))
         walls.append(wall)
@@ -499,6 +517,14 @@ class BenchReport:
     duckdb_equal: bool | None
     incremental: tuple[IncrementalResult, ...]
     scaling: tuple[ScalePoint, ...]
+    scattered: ScatteredResult | None = None
+
+    def ordinary_cycle(self) -> Timing | None:
+        """The ordinary incremental cycle on the history the scattered batch ran on."""
+        if self.scattered is None:
+            return None
+        return next((r.cycle for r in self.incremental
+                     if r.days == self.scattered.history_days), None)
 
     def ratios(self) -> dict[str, float | None]:
         t = self.timings
@@ -536,6 +562,9 @@ class BenchReport:
             "direct_over_cascade": over(t["direct"].cpu_seconds, t["cascade"].cpu_seconds),
             "spark_over_duckdb": over(t["1m"].cpu_seconds, duck.cpu_seconds if duck else None),
             "incremental_30d_over_1d": over(inc.get(long), inc.get(short)),
+            "scattered_over_ordinary": over(
+                self.scattered.cycle.cpu_seconds if self.scattered else None,
+                ordinary.cpu_seconds if (ordinary := self.ordinary_cycle()) else None),
         }
 
     def goals(self) -> dict[str, bool | None]:
@@ -555,7 +584,9 @@ class BenchReport:
                            "history_days": list(self.config.history_days),
                            "duckdb_equal": self.duckdb_equal, "goals_met": self.goals(),
                            "cpu": rounded(self.cpu_ratios()),
-                           "scaling_fit": None if fit is None else rounded(dict(fit))},
+                           "scaling_fit": None if fit is None else rounded(dict(fit)),
+                           **(self.scattered.as_json(self.ordinary_cycle())
+                              if self.scattered else {})},
                           sort_keys=False)
 
     def table(self) -> str:
@@ -580,6 +611,8 @@ class BenchReport:
                          f"{inc.initial_seconds:.1f}s")
             lines.append("  per level: " + ", ".join(
                 f"{name} {s:.3f}s" for name, s in inc.levels.items()))
+        if self.scattered is not None:
+            lines += self.scattered.lines(self.ordinary_cycle())
         if self.scaling:
             lines.append("")
             lines.append(f"{'scaling (cascade)':<28}{'wall s':>10}{'ns/trade':>10}"
@@ -741,15 +774,24 @@ def run_benchmarks(
         timings, cascade_levels, duckdb_equal = _plan_level(spark, clock, config, work,
                                                             threads, say)
         incremental = []
+        scattered = None
         for days in config.history_days:
             ns = f"{prefix}_h{days}d"
             try:
+                appended: list[Path] = []
                 incremental.append(_incremental(spark, catalog, ns, days, config, clock, work,
-                                                say))
+                                                say, appended))
+                if days == config.history_days[-1] and config.scattered_windows:
+                    from rollup.bench_scattered import measure_scattered
+                    from rollup.tables import Tables
+
+                    scattered = measure_scattered(
+                        Tables(spark, catalog, ns), config, clock, work, appended,
+                        _CYCLE_DAY - timedelta(days=days), days, say, threads=threads)
             finally:
                 if not keep:
                     _drop_namespace(spark, catalog, ns)
         scaling = [_scale_point(spark, clock, config, work, size, keep, say)
                    for size in sorted(set(config.sizes))]
     return BenchReport(config, spark.sparkContext.master or "?", timings, cascade_levels,
-                       duckdb_equal, tuple(incremental), tuple(scaling))
+                       duckdb_equal, tuple(incremental), tuple(scaling), scattered)

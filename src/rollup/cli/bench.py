@@ -27,6 +27,9 @@ def register(sub: Any) -> None:
                    help="untimed warm-up rounds before the timed ones (default 4)")
     p.add_argument("--history-per-day", default=None,
                    help="trades per day of incremental history (default 200k)")
+    p.add_argument("--scattered-windows", type=int, default=None, metavar="N",
+                   help="separate 1m windows of the scattered late batch over the long "
+                        "history (default 10000, --quick 200; 0 skips it)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run on a few thousand trades (structure, not speed)")
     p.add_argument("--workdir", help="parent directory for scratch files (default system temp)")
@@ -49,7 +52,7 @@ def build_config(args: argparse.Namespace) -> Any:
             changes["sizes"] = (changes["trades"],)
     if args.sizes is not None:
         changes["sizes"] = tuple(parse_count(s) for s in args.sizes.split(",") if s.strip())
-    for name in ("symbols", "repeats", "warmups"):
+    for name in ("symbols", "repeats", "warmups", "scattered_windows"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.history_per_day is not None:
