@@ -1,4 +1,4 @@
-"""Prefect flows of rollup: one per level, the cascade, quality and retention.
+"""Prefect flows of rollup: one per level, the cascade, quality, retention and maintenance.
 
 Thin wiring over the library (`rollup.runner`, `rollup.quality`, `rollup.retention`): the
 flows open the tables, run each level as a Prefect task holding that level's concurrency
@@ -170,6 +170,23 @@ def retention_task(tables: Tables, slots: list[str], now: datetime | None, dry_r
         return [report.as_dict(r) for r in enforce(tables, now=now, dry_run=dry_run)]
 
 
+@task(name="maintenance", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=60)
+def maintenance_task(tables: Tables, slots: list[str], section: dict[str, Any], dry_run: bool,
+                     slot_timeout: float | None = None) -> list[dict[str, Any]] | None:
+    """Compact and clean every table while holding every level's slot; None when not
+    available. `section` is `[maintenance]` of rollup.toml (snapshot and orphan ages)."""
+    maintain = optional_api("rollup.maintenance", "maintain")
+    cleanup = optional_api("rollup.maintenance", "Cleanup")
+    if maintain is None or cleanup is None:
+        return None
+    policy = cast(Any, cleanup).from_section(section)
+    with _hold(slots, slot_timeout):
+        results = maintain(tables, snapshot_age=policy.snapshot_age,
+                           retain_last=policy.retain_last, orphan_age=policy.orphan_age,
+                           dry_run=dry_run, progress=get_run_logger().info)
+    return [report.as_dict(r) for r in results]
+
+
 # --- reporting ---------------------------------------------------------------------------
 
 
@@ -322,8 +339,39 @@ def retention_flow(warehouse: str | None = None, config: str | None = None,
     return results or []
 
 
+@flow(name="rollup-maintenance")
+def maintenance_flow(warehouse: str | None = None, config: str | None = None,
+                     catalog: str | None = None, namespace: str | None = None,
+                     dry_run: bool = False) -> list[dict[str, Any]]:
+    """Compact files and expire snapshots of every table while no level runs."""
+    ctx = open_context(warehouse, config, catalog, namespace)
+    title = f"rollup maintenance · {ctx.settings.namespace}" + (" (dry run)" if dry_run else "")
+    tables = open_tables(ctx)
+    slots = level_slots(ctx.settings)
+    ensure_slots(slots)
+    section = dict(ctx.settings.extra.get("maintenance") or {})
+    # Compaction takes longer than a level run: allow twelve task timeouts.
+    options = {**ctx.config.task_options(), "timeout_seconds": 12 * ctx.config.timeout_seconds}
+    results = maintenance_task.with_options(**options)(
+        tables, slots, section, dry_run, ctx.slot_timeout)
+    notes = [] if results is not None else ["maintenance: not available in this rollup version"]
+    rows = [{"table": r.get("table"), "data files": _change(r, "data_files"),
+             "delete files": _change(r, "delete_files"),
+             "snapshots expired": len(r.get("snapshots") or []),
+             "orphan files": len(r.get("orphan_files") or []), "seconds": r.get("seconds")}
+            for r in results or []]
+    publish(ctx, "maintenance", title, extra=rows, extra_title="Files per table", notes=notes)
+    return results or []
+
+
+def _change(result: dict[str, Any], key: str) -> str:
+    before, after = result.get("before") or {}, result.get("after") or {}
+    return f"{before.get(key, '-')} -> {after.get(key, '-')}"
+
+
 FLOWS: dict[str, Any] = {"level": level_flow, "cascade": cascade_flow,
-                         "quality": quality_flow, "retention": retention_flow}
+                         "quality": quality_flow, "retention": retention_flow,
+                         "maintenance": maintenance_flow}
 
 
 def build_deployments(specs: Sequence[DeploymentSpec],

@@ -227,6 +227,40 @@ def test_retention_flow_holds_every_level_slot(flows: Any, tables: Any, warehous
     assert "bars_1m" in _artifact(f"rollup-retention-{tables.namespace.replace('_', '-')}")
 
 
+def test_maintenance_flow_holds_every_level_slot_and_reads_its_section(
+        flows: Any, tables: Any, warehouse: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from prefect.concurrency.sync import concurrency
+
+    from rollup.config import load_settings
+    from rollup.maintenance import Cleanup, FileCounts, MaintenanceResult
+    from rollup.orchestration import level_slot
+
+    config = _config(tmp_path, "checks_after_run = false\n[maintenance]\nsnapshot_age_days = 2\n")
+    settings = load_settings(config, catalog=tables.catalog, namespace=tables.namespace)
+    seen: dict[str, Any] = {}
+
+    def maintain(tbl: Any, **kwargs: Any) -> list[MaintenanceResult]:
+        seen.update(kwargs)
+        with pytest.raises(TimeoutError), concurrency(level_slot(settings, "5m"),
+                                                       timeout_seconds=1, strict=True):
+            pass  # a level run would have to wait: maintenance holds its slot
+        return [MaintenanceResult("bars_1m", "1m", False, FileCounts(288, 288, 9),
+                                  FileCounts(1, 0, 5))]
+
+    fake = types.ModuleType("rollup.maintenance")
+    fake.maintain = maintain  # type: ignore[attr-defined]
+    fake.Cleanup = Cleanup  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rollup.maintenance", fake)
+    out = flows.maintenance_flow(**_kwargs(tables, warehouse, config), dry_run=True)
+    assert out[0]["table"] == "bars_1m" and out[0]["after"]["data_files"] == 1
+    assert seen["dry_run"] is True and seen["snapshot_age"] == timedelta(days=2)
+    text = _artifact(f"rollup-maintenance-{tables.namespace.replace('_', '-')}")
+    assert "| bars_1m | 288 -> 1 | 288 -> 0 |" in text
+
+
 def test_submit_mode_runs_rollup_submit_with_the_level_chain(
         flows: Any, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []

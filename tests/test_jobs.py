@@ -43,6 +43,7 @@ JOB_COMMANDS = {
     "backfill.py": "backfill",
     "check.py": "check",
     "retention.py": "retention",
+    "maintain.py": "maintain",
 }
 
 

@@ -51,11 +51,14 @@ def test_default_deployments_have_the_staggered_seed_schedules() -> None:
         "rollup-1m/market_data", "rollup-5m/market_data", "rollup-30m/market_data",
         "rollup-1h/market_data", "rollup-1d/market_data", "rollup-cascade/market_data",
         "rollup-quality/market_data", "rollup-retention/market_data",
+        "rollup-maintenance/market_data",
     ]
     by_kind = {s.kind: s for s in specs}
     assert by_kind["cascade"].cron is None  # on demand
     assert by_kind["quality"].cron == "25 * * * *"
     assert by_kind["retention"].cron == "30 1 * * *"
+    assert by_kind["maintenance"].cron == "30 2 * * *"  # daily, after retention
+    assert by_kind["maintenance"].levels == tuple(Settings().dag.names())  # holds every slot
     assert all(s.description for s in specs)
 
 
@@ -164,7 +167,7 @@ def test_rollup_deployments_lists_flow_slash_deployment_and_cron(
     config.write_text('[orchestration.schedules]\ncascade = "0 * * * *"\n')
     assert main(["--config", str(config), "--namespace", "crypto", "deployments"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 9
     table = {line.split()[0]: " ".join(line.split()[1:]) for line in lines}
     assert table["rollup-5m/crypto"] == "5,20,35,50 * * * *"
     assert table["rollup-cascade/crypto"] == "0 * * * *"
@@ -241,6 +244,10 @@ def test_prefect_deployments_carry_cron_utc_tags_parameters_and_limits() -> None
                                "timeframe": "5m"}
     cascade = built[5]
     assert not cascade.schedules and "timeframe" not in cascade.parameters
+    maintenance = built[-1]
+    assert maintenance.flow_name == "rollup-maintenance"
+    assert maintenance.schedules[0].schedule.cron == "30 2 * * *"
+    assert "timeframe" not in maintenance.parameters
 
 
 # --- run reports (pure) ------------------------------------------------------------------

@@ -44,13 +44,15 @@ from rollup.timeframes import Dag
 
 FLOW_PREFIX = "rollup"
 CASCADE, QUALITY, RETENTION = "cascade", "quality", "retention"
-Kind = Literal["level", "cascade", "quality", "retention"]
+MAINTENANCE = "maintenance"
+Kind = Literal["level", "cascade", "quality", "retention", "maintenance"]
 Collision = Literal["CANCEL_NEW", "ENQUEUE"]
 
 DEFAULT_SCHEDULES: Mapping[str, str] = {
     CASCADE: "",  # on demand: the level deployments keep the tables fresh
     QUALITY: "25 * * * *",  # hourly, after the 1h level (minute 15)
     RETENTION: "30 1 * * *",  # daily, after the 1d level (00:05)
+    MAINTENANCE: "30 2 * * *",  # daily, after retention: compaction and cleanup
 }
 
 _CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
@@ -205,7 +207,7 @@ class DeploymentSpec:
     Args:
         flow_name: the Prefect flow name (`rollup-5m`, `rollup-cascade`, ...).
         name: the deployment name (default: the namespace).
-        kind: `level`, `cascade`, `quality` or `retention`.
+        kind: `level`, `cascade`, `quality`, `retention` or `maintenance`.
         timeframe: the level of a `level` deployment.
         cron: five-field UTC cron, or None for a deployment run on demand.
         tags, description: shown in the Prefect UI.
@@ -242,7 +244,8 @@ def _cron_of(config: OrchestrationConfig, key: str, default: str | None) -> str 
 def deployment_specs(
     settings: Settings, config: OrchestrationConfig | None = None
 ) -> list[DeploymentSpec]:
-    """The deployments of `settings`: one per level (DAG order), cascade, quality, retention."""
+    """The deployments of `settings`: one per level (DAG order), cascade, quality, retention,
+    maintenance."""
     config = config or OrchestrationConfig.from_settings(settings)
     dag: Dag = settings.dag
     name = config.deployment_name or settings.namespace
@@ -278,6 +281,14 @@ def deployment_specs(
         cron=_cron_of(config, RETENTION, DEFAULT_SCHEDULES[RETENTION]),
         tags=(*common, RETENTION),
         description="Delete expired partitions per level retention, expire old snapshots.",
+        levels=every, collision=config.collision,
+    ))
+    specs.append(DeploymentSpec(
+        flow_name=f"{FLOW_PREFIX}-{MAINTENANCE}", name=name, kind="maintenance", timeframe=None,
+        cron=_cron_of(config, MAINTENANCE, DEFAULT_SCHEDULES[MAINTENANCE]),
+        tags=(*common, MAINTENANCE),
+        description=("Compact data and delete files, rewrite manifests, expire snapshots and "
+                     "remove orphan files of the trades and every bar table."),
         levels=every, collision=config.collision,
     ))
     return specs

@@ -16,6 +16,7 @@ from rollup.secrets import install_log_redaction, redact, secret_env_values
 COMMAND_MODULES = (
     "rollup.cli.core",
     "rollup.cli.quality",
+    "rollup.cli.maintain",
     "rollup.cli.orchestrate",
     "rollup.cli.cluster",
     "rollup.cli.notebook",

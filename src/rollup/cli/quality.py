@@ -91,38 +91,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _days(value: float | None, key: str, section: dict[str, Any]) -> timedelta | None:
-    if value is None:
-        value = section.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"invalid [maintenance] {key} {value!r}: expected a number of days")
-    return timedelta(days=value)
-
-
 def cmd_retention(args: argparse.Namespace) -> int:
-    from rollup.retention import (
-        DEFAULT_ORPHAN_AGE,
-        DEFAULT_RETAIN_LAST,
-        DEFAULT_SNAPSHOT_AGE,
-        enforce_retention,
-    )
+    from rollup.maintenance import Cleanup
+    from rollup.retention import enforce_retention
     from rollup.times import parse_instant
 
     section = dict(settings_from(args).extra.get("maintenance") or {})
     now = parse_instant(args.now, "--now") if args.now else None
-    snapshot_age = _days(args.snapshot_age, "snapshot_age_days", section)
-    orphan_age = _days(args.orphan_age, "orphan_age_days", section)
-    retain_last = args.retain_last if args.retain_last is not None else section.get(
-        "retain_last", DEFAULT_RETAIN_LAST)
-    if isinstance(retain_last, bool) or not isinstance(retain_last, int):
-        raise ConfigError(f"invalid [maintenance] retain_last {retain_last!r}: expected a number")
+    cleanup = Cleanup.from_section(section, snapshot_age_days=args.snapshot_age,
+                                   retain_last=args.retain_last,
+                                   orphan_age_days=args.orphan_age)
     tables = tables_from(args)
     results = enforce_retention(tables, now=now, dry_run=args.dry_run,
-                                snapshot_age=DEFAULT_SNAPSHOT_AGE if snapshot_age is None
-                                else snapshot_age, retain_last=retain_last,
-                                orphan_age=DEFAULT_ORPHAN_AGE if orphan_age is None else orphan_age)
+                                snapshot_age=cleanup.snapshot_age,
+                                retain_last=cleanup.retain_last, orphan_age=cleanup.orphan_age)
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=2))
     else:
