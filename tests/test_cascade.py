@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from rollup import runner, state
+from rollup import runner
 from rollup.runner import backfill, run_cascade, run_level
 from rollup.status import level_status
 from tests.helpers import append_trades, assert_exact, snapshot_ids

@@ -70,3 +70,35 @@ def test_seed_style_source_with_duplicates(spark, namespace, tmp_path) -> None: 
 def test_source_config_errors(section, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message):
         TradeSource.from_config(section)
+
+
+def test_redelivered_trade_that_moved_counts_in_one_window(spark, namespace, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """dedupe = true keeps the earliest delivery: when a re-delivery moves the trade to an
+    earlier window, the window it left is recomputed too (issue 13, case 6)."""
+    from pyspark.sql import functions as F
+
+    raw = f"rollup.{namespace}.raw_trades"
+    spark.sql(f"CREATE TABLE {raw} (venue STRING, pair STRING, id BIGINT, `timestamp` BIGINT, "
+              f"px DECIMAL(18,8), size DECIMAL(20,8)) USING iceberg")
+    t0 = datetime(2024, 5, 6, 12, tzinfo=UTC)
+    schema = spark.table(raw).schema
+    rows = [("B", "BTC", i, micros(t0 + timedelta(minutes=10 + i)), Decimal(100 + i),
+             Decimal(1)) for i in range(5)]
+    spark.createDataFrame(rows, schema).writeTo(raw).append()
+    config = tmp_path / "rollup.toml"
+    config.write_text(
+        f'namespace = "{namespace}"\n[source]\ntable = "{raw}"\ntime_unit = "us"\n'
+        'dedupe = true\n[source.columns]\nexchange = "venue"\nsymbol = "pair"\n'
+        'trade_id = "id"\nts = "timestamp"\nprice = "px"\nquantity = "size"\n')
+    settings = load_settings(config)
+    tables = Tables(spark, "rollup", namespace, settings.dag, source=settings.source)
+    tables.create_all()
+    run_cascade(tables)
+    moved = [("B", "BTC", 4, micros(t0), Decimal(104), Decimal(1))]  # trade 4, 14 min earlier
+    spark.createDataFrame(moved, schema).writeTo(raw).append()
+    run_cascade(tables)
+    counts = {r.window_start.minute: r.trade_count for r in tables.read_bars("1m").where(
+        F.col("window_date") == F.lit(t0.date())).collect()}
+    assert counts == {0: 1, 10: 1, 11: 1, 12: 1, 13: 1}, counts  # minute 14 is gone
+    assert tables.read_bars("1d").first().trade_count == 5
+    assert_exact(tables)

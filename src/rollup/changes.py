@@ -103,6 +103,9 @@ def parent_delta(
     def relevant(info: FileInfo) -> bool:
         return horizon is None or info.span is None or info.span[1] > horizon
 
+    # Added rows before the horizon are still read (they are reported as skipped); removed
+    # files and delete files wholly before it (retention drops) are not.
+
     rows: set[str] = set()
     spans: list[TimeRange] = []
     added: list[str] = []
@@ -110,11 +113,10 @@ def parent_delta(
         if snaps[sid].operation == "replace":
             continue
         changes = meta.file_changes(sid)
-        for info in (*changes.added_data, *changes.removed_data):
-            if relevant(info):
-                rows.add(info.path)
+        rows.update(f.path for f in changes.added_data)
+        rows.update(f.path for f in changes.removed_data if relevant(f))
         if sid in new:
-            added += [f.path for f in changes.added_data if relevant(f)]
+            added += [f.path for f in changes.added_data]
         for info in (*changes.added_deletes, *changes.removed_deletes):
             if info.span is None:
                 return ParentDelta(True, f"delete file {info.path} is not in a time partition")

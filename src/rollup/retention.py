@@ -332,8 +332,8 @@ def _protected_limit(
         if pos is not None and pos != moved_from:
             keep.append(pos)
     own = state.position_snapshot(tables.spark, table)
-    if own is not None:
-        keep.append(own)
+    if own is not None and not (moved_from is not None and own == moved_from):
+        keep.append(own)  # (a pending retention delete carries the position forward)
     for sid in keep:
         if sid in snaps:
             limit = min(limit, _aware(snaps[sid].committed_at))
