@@ -190,3 +190,21 @@ def test_month_partitioned_level_updates_one_day_of_a_busy_month(tables) -> None
     results = {r.level: r for r in run_cascade(tables)}
     assert results["1d"].status == "written" and results["1d"].partitions == 1
     assert_exact(tables)
+
+
+def test_a_late_trade_touches_one_window_per_level(tables) -> None:  # type: ignore[no-untyped-def]
+    """The 1m MERGE that updates a bar writes a position delete file; the 5m run reads the
+    rows it points at, not its whole partition."""
+    from rollup.runner import plan_level
+
+    append_trades(tables, day_trades(DAY, 300))
+    run_cascade(tables)
+    late = DAY + timedelta(seconds=137 * 5 + 1)  # inside an existing 1m window
+    append_trades(tables, [("X", "BTC", 90_000, late, Decimal("101.5"), Decimal("0.25"))])
+    assert run_level(tables, "1m").windows == 1
+    plan = plan_level(tables, "5m")
+    assert plan.status == "recompute" and len(plan.touched.starts) == 1, plan.describe()
+    results = {r.level: r for r in run_cascade(tables)}
+    assert results["5m"].windows == 1 and results["5m"].changed == 1
+    assert results["30m"].partitions == 1 and results["30m"].changed == 1
+    assert_exact(tables)

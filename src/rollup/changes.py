@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rollup import state
-from rollup.iceberg import FileInfo, Table
+from rollup.iceberg import POSITION_DELETES, FileInfo, Table
 from rollup.plans import TimeRange, bucket, coarsen, in_ranges
 from rollup.tables import Tables
 from rollup.timeframes import Level
@@ -52,15 +52,18 @@ class ParentDelta:
     reason: str = ""
     row_files: tuple[str, ...] = ()
     """Data files whose rows were added, removed or restored."""
+    position_deletes: tuple[str, ...] = ()
+    """Position delete files (Parquet): the rows they point at are touched."""
     spans: tuple[TimeRange, ...] = ()
-    """Time spans (of the parent's time column) of partitions touched by delete files."""
+    """Time spans (of the parent's time column) of partitions touched by other delete files."""
     new_files: tuple[str, ...] = ()
     """Data files added on the current lineage (source rows to validate and quarantine)."""
     snapshots: int = 0
 
     @property
     def empty(self) -> bool:
-        return not self.full and not self.row_files and not self.spans
+        return not self.full and not self.row_files and not self.spans \
+            and not self.position_deletes
 
 
 def _time_column(tables: Tables, level: Level) -> str | None:
@@ -107,6 +110,7 @@ def parent_delta(
     # files and delete files wholly before it (retention drops) are not.
 
     rows: set[str] = set()
+    positions: set[str] = set()
     spans: list[TimeRange] = []
     added: list[str] = []
     for sid in [*new, *undone]:
@@ -118,12 +122,18 @@ def parent_delta(
         if sid in new:
             added += [f.path for f in changes.added_data]
         for info in (*changes.added_deletes, *changes.removed_deletes):
+            if not relevant(info):
+                continue
+            if info.content == POSITION_DELETES and info.format.upper() == "PARQUET":
+                positions.add(info.path)  # the deleted (or restored) rows themselves
+                continue
             if info.span is None:
                 return ParentDelta(True, f"delete file {info.path} is not in a time partition")
             if relevant(info):
                 spans.append(info.span)
-    return ParentDelta(False, "", tuple(sorted(rows)), tuple(coarsen(spans, MAX_SPANS)),
-                       tuple(sorted(set(added))), len(new) + len(undone))
+    return ParentDelta(False, "", tuple(sorted(rows)), tuple(sorted(positions)),
+                       tuple(coarsen(spans, MAX_SPANS)), tuple(sorted(set(added))),
+                       len(new) + len(undone))
 
 
 @attrs.frozen
@@ -174,6 +184,11 @@ def touched_windows(
             ids = rows.select("exchange", "symbol", "trade_id").distinct()
             parts.append(_keys(parent_now.join(ids, ["exchange", "symbol", "trade_id"],
                                                "left_semi"), time_col, level))
+    if delta.position_deletes:
+        rows = _position_deleted_rows(spark, delta.position_deletes)
+        if root:
+            rows = tables.canonical_trades(rows, dedupe=False)
+        parts.append(_keys(rows, time_col, level))
     if delta.spans:
         # Deleted rows are gone from the parent: windows with rows left, and stored bars.
         spans = list(delta.spans)
@@ -187,6 +202,22 @@ def touched_windows(
     for part in parts[1:]:
         keys = keys.unionByName(part)
     return collect_keys(keys.distinct(), horizon)
+
+
+def _plain_path(column: str) -> Column:
+    """A file location without a `file:` scheme, as Iceberg records local paths."""
+    return F.regexp_replace(F.col(column), r"^file:(//)?(?=/)", "")
+
+
+def _position_deleted_rows(spark: SparkSession, delete_files: Sequence[str]) -> DataFrame:
+    """The data rows that position delete files point at (read from their data files)."""
+    deletes = spark.read.parquet(*delete_files).select(
+        _plain_path("file_path").alias("_path"), F.col("pos").alias("_pos"))
+    targets = sorted(r._path for r in deletes.select("_path").distinct().collect())
+    rows = spark.read.parquet(*targets)
+    located = rows.select("*", _plain_path("_metadata.file_path").alias("_path"),
+                          F.col("_metadata.row_index").alias("_pos"))
+    return located.join(deletes, ["_path", "_pos"], "left_semi").drop("_path", "_pos")
 
 
 def _micros(instant: datetime) -> int:

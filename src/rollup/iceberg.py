@@ -48,6 +48,7 @@ class FileInfo:
     content: str  # DATA, POSITION_DELETES or EQUALITY_DELETES
     span: TimeRange | None  # None: the partition does not bound the time column
     records: int
+    format: str = "PARQUET"
 
 
 @attrs.frozen
@@ -149,7 +150,7 @@ class Table:
                 span = transform_span(transform, int(value))
                 break
         return FileInfo(str(file.location()), str(file.content().toString()), span,
-                        int(file.recordCount()))
+                        int(file.recordCount()), str(file.format().toString()))
 
     def file_changes(self, snapshot_id: int) -> FileChanges:
         """The data and delete files that snapshot `snapshot_id` added and removed."""
