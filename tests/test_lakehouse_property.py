@@ -302,6 +302,15 @@ def test_any_sequence_of_lakehouse_operations_ends_exact(spark, ops) -> None:  #
 # Deterministic regression tests, one per failure class of issue 13
 
 
+def assert_exact_and_checked(tables: Tables) -> None:
+    """Every level equals the oracle, and `rollup check` (every quality check) passes."""
+    from rollup.quality import run_checks
+
+    assert_matches_oracle(tables)
+    failed = [r.as_json() for r in run_checks(tables) if not r.passed]
+    assert failed == [], failed
+
+
 @pytest.fixture
 def fresh(spark):  # type: ignore[no-untyped-def]
     return fresh_tables(spark)
@@ -317,7 +326,7 @@ def test_a_compacting_trades_never_hides_late_trades(fresh, tmp_path) -> None:  
     ingest(fresh, late, tmp_path)
     compact(fresh, "trades", "data")
     run_cascade(fresh)
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
 
 
 def test_b_compacting_bars_1m_while_coarser_levels_lag(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -335,7 +344,7 @@ def test_b_compacting_bars_1m_while_coarser_levels_lag(fresh, tmp_path) -> None:
     compact(fresh, "bars_5m", "data")
     compact(fresh, "bars_5m", "manifests")
     run_cascade(fresh)
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
 
 
 def _corrections_setup(tables: Tables, tmp_path: Path) -> None:
@@ -349,7 +358,7 @@ def test_c1_delete_of_trades_reaches_every_level(fresh, tmp_path) -> None:  # ty
     fresh.spark.sql(f"DELETE FROM {fresh.trades} WHERE symbol = 'ETH' AND "  # noqa: S608
                     "(trade_id % 4 = 1 OR trade_id BETWEEN 20 AND 35)")
     run_cascade(fresh)
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
 
 
 def test_c2_update_of_price_reaches_every_level(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -357,7 +366,7 @@ def test_c2_update_of_price_reaches_every_level(fresh, tmp_path) -> None:  # typ
     fresh.spark.sql(f"UPDATE {fresh.trades} SET price = price * 2 "  # noqa: S608
                     "WHERE symbol = 'BTC' AND trade_id % 3 = 0")
     run_cascade(fresh)
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
 
 
 def test_c3_update_moving_ts_to_another_day_is_counted_once(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -369,7 +378,7 @@ def test_c3_update_moving_ts_to_another_day_is_counted_once(fresh, tmp_path) -> 
     fresh.spark.sql(f"UPDATE {fresh.trades} SET ts = ts - INTERVAL 3 HOURS "  # noqa: S608
                     "WHERE symbol = 'ETH' AND trade_id % 2 = 0")
     run_cascade(fresh)
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
 
 
 def test_d_rollback_of_trades(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -382,7 +391,7 @@ def test_d_rollback_of_trades(fresh, tmp_path) -> None:  # type: ignore[no-untyp
     run_cascade(fresh)
     rollback(fresh, good)
     run_cascade(fresh)
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
 
 
 def test_e_full_run_removes_vanished_bars_and_emptied_partitions(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -396,7 +405,7 @@ def test_e_full_run_removes_vanished_bars_and_emptied_partitions(fresh, tmp_path
                     "OR (symbol = 'ETH' AND ts BETWEEN TIMESTAMP '2024-06-01 05:00:00' AND "
                     "TIMESTAMP '2024-06-01 09:00:00')")
     run_cascade(fresh, full=True)
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
     for level in LEVELS:
         left = fresh.read_bars(level).where("window_date < DATE '2024-06-01'").count()
         assert left == 0, f"{level}: {left} bars left in partitions whose trades were deleted"
@@ -409,7 +418,7 @@ def test_f_scattered_late_batch_of_an_illiquid_symbol(fresh, tmp_path) -> None: 
     ingest(fresh, scattered(1500, 0), tmp_path)
     run_cascade(fresh)
     assert fresh.read_bars("1m").where("symbol = 'ILLQ'").count() == 1500
-    assert_matches_oracle(fresh)
+    assert_exact_and_checked(fresh)
 
 
 def test_g_full_run_after_retention_commits_nothing(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -429,4 +438,4 @@ def test_g_full_run_after_retention_commits_nothing(spark, tmp_path) -> None:  #
     assert bar_snapshots(tables) == before, "run --full after retention committed a snapshot"
     run_cascade(tables, full=True)
     assert bar_snapshots(tables) == before, "a second run --full committed a snapshot"
-    assert_matches_oracle(tables)
+    assert_exact_and_checked(tables)
