@@ -128,3 +128,27 @@ def test_forced_interleaving_of_two_runs_of_an_overwrite_level(tables) -> None: 
         execute_plan(tables, stale, run_id="stale")
     run_cascade(tables)
     assert_exact(tables)
+
+
+@pytest.mark.spark
+def test_a_spark_failure_is_one_line_naming_the_level(tables) -> None:  # type: ignore[no-untyped-def]
+    """A parent data file lost from storage: one line naming the level and what to do."""
+    from pathlib import Path
+
+    from rollup.errors import LevelRunError
+    from rollup.iceberg import Table
+    from rollup.runner import run_level
+    from tests.helpers import append_trades
+
+    day = datetime(2024, 3, 4, 10, tzinfo=UTC)
+    append_trades(tables, [("X", "BTC", 1, day, Decimal(1), Decimal(1))])
+    run_level(tables, "1m")
+    append_trades(tables, [("X", "BTC", 2, day, Decimal(2), Decimal(1))])
+    meta = Table(tables.spark, tables.trades, "ts")
+    lost = meta.file_changes(meta.current_snapshot_id()).added_data[0].path  # type: ignore[arg-type]
+    Path(lost.removeprefix("file:")).unlink()
+    with pytest.raises(LevelRunError) as failure:
+        run_level(tables, "1m")
+    message = str(failure.value)
+    assert "\n" not in message and "level 1m failed in Spark" in message
+    assert "run `rollup run` again" in message and "at org.apache" not in message
