@@ -12,10 +12,8 @@ Named deterministic tests pin each failure class of issue 13 on its own.
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +27,7 @@ from hypothesis import strategies as st
 
 from rollup.adapters import TRADES_SCHEMA
 from rollup.ingest import ingest_file
+from rollup.maintenance import maintain
 from rollup.retention import enforce_retention
 from rollup.runner import run_cascade, run_level
 from rollup.tables import Tables
@@ -131,23 +130,6 @@ def bar_snapshots(tables: Tables) -> dict[str, int | None]:
         ids = ancestors(tables, table)
         out[table] = ids[0] if ids else None
     return out
-
-
-def maintenance() -> Callable[[Tables], Any] | None:
-    """The table maintenance entry point of `rollup.maintenance`, once it exists."""
-    try:
-        import rollup.maintenance as module  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    for name in ("maintain", "run_maintenance", "maintain_tables", "maintenance"):
-        fn = getattr(module, name, None)
-        if callable(fn):
-            try:
-                inspect.signature(fn).bind(None)
-            except TypeError:
-                continue
-            return fn  # type: ignore[no-any-return]
-    return None
 
 
 def hourly_rows(start: datetime, hours: int, symbols: tuple[str, ...] = ("BTC", "ETH"),
@@ -261,10 +243,8 @@ def apply(tables: Tables, op: tuple[str, Any], directory: Path) -> None:
     elif kind == "retention":
         enforce_retention(tables, now=BASE + arg * DAY)
     elif kind == "maintenance":
-        fn = maintenance()
-        if fn is not None:  # as aggressive as it allows: compact any partition with a file
-            params = inspect.signature(fn).parameters
-            fn(tables, **({"min_input_files": 1} if "min_input_files" in params else {}))
+        # as aggressive as it allows: partitions of two files, every snapshot but the newest
+        maintain(tables, min_input_files=2, snapshot_age=timedelta(0))
     else:  # pragma: no cover
         raise AssertionError(kind)
 
