@@ -23,18 +23,12 @@ def micros(ts: datetime) -> int:
     return (ts - EPOCH) // timedelta(microseconds=1)
 
 
-def test_seed_style_source_with_duplicates(spark, namespace, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def seed_source(spark, namespace, tmp_path) -> tuple[str, Tables]:  # type: ignore[no-untyped-def]
+    """The seed design's raw_trades table (BIGINT microseconds, other column names, dedupe)
+    and rollup's tables reading it."""
     raw = f"rollup.{namespace}.raw_trades"
     spark.sql(f"CREATE TABLE {raw} (venue STRING, pair STRING, id BIGINT, `timestamp` BIGINT, "
               f"px DECIMAL(18,8), size DECIMAL(20,8)) USING iceberg")
-    t0 = datetime(2024, 5, 6, 12, tzinfo=UTC)
-    rows = [("B", "BTC", i, micros(t0 + timedelta(seconds=17 * i)), Decimal(60000 + i),
-             Decimal("0.01")) for i in range(120)]
-    rows.append(rows[5])  # the feed delivers a trade twice
-    rows.append(("B", "BTC", 9_001, micros(t0), Decimal(-5), Decimal(1)))  # invalid price
-    rows.append(("B", "BTC", 9_002, micros(datetime(2001, 1, 1, tzinfo=UTC)), Decimal(5),
-                 Decimal(1)))  # before 2009
-    spark.createDataFrame(rows, spark.table(raw).schema).writeTo(raw).append()
     config = tmp_path / "rollup.toml"
     config.write_text(
         f'namespace = "{namespace}"\n[source]\ntable = "{raw}"\ntime_unit = "us"\n'
@@ -43,6 +37,19 @@ def test_seed_style_source_with_duplicates(spark, namespace, tmp_path) -> None: 
     settings = load_settings(config)
     tables = Tables(spark, "rollup", namespace, settings.dag, source=settings.source)
     tables.create_all()
+    return raw, tables
+
+
+def test_seed_style_source_with_duplicates(spark, namespace, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    raw, tables = seed_source(spark, namespace, tmp_path)
+    t0 = datetime(2024, 5, 6, 12, tzinfo=UTC)
+    rows = [("B", "BTC", i, micros(t0 + timedelta(seconds=17 * i)), Decimal(60000 + i),
+             Decimal("0.01")) for i in range(120)]
+    rows.append(rows[5])  # the feed delivers a trade twice
+    rows.append(("B", "BTC", 9_001, micros(t0), Decimal(-5), Decimal(1)))  # invalid price
+    rows.append(("B", "BTC", 9_002, micros(datetime(2001, 1, 1, tzinfo=UTC)), Decimal(5),
+                 Decimal(1)))  # before 2009
+    spark.createDataFrame(rows, spark.table(raw).schema).writeTo(raw).append()
     run_cascade(tables)
     assert_exact(tables)
     one_m = tables.read_bars("1m")
@@ -77,22 +84,12 @@ def test_redelivered_trade_that_moved_counts_in_one_window(spark, namespace, tmp
     earlier window, the window it left is recomputed too (issue 13, case 6)."""
     from pyspark.sql import functions as F
 
-    raw = f"rollup.{namespace}.raw_trades"
-    spark.sql(f"CREATE TABLE {raw} (venue STRING, pair STRING, id BIGINT, `timestamp` BIGINT, "
-              f"px DECIMAL(18,8), size DECIMAL(20,8)) USING iceberg")
+    raw, tables = seed_source(spark, namespace, tmp_path)
     t0 = datetime(2024, 5, 6, 12, tzinfo=UTC)
     schema = spark.table(raw).schema
     rows = [("B", "BTC", i, micros(t0 + timedelta(minutes=10 + i)), Decimal(100 + i),
              Decimal(1)) for i in range(5)]
     spark.createDataFrame(rows, schema).writeTo(raw).append()
-    config = tmp_path / "rollup.toml"
-    config.write_text(
-        f'namespace = "{namespace}"\n[source]\ntable = "{raw}"\ntime_unit = "us"\n'
-        'dedupe = true\n[source.columns]\nexchange = "venue"\nsymbol = "pair"\n'
-        'trade_id = "id"\nts = "timestamp"\nprice = "px"\nquantity = "size"\n')
-    settings = load_settings(config)
-    tables = Tables(spark, "rollup", namespace, settings.dag, source=settings.source)
-    tables.create_all()
     run_cascade(tables)
     moved = [("B", "BTC", 4, micros(t0), Decimal(104), Decimal(1))]  # trade 4, 14 min earlier
     spark.createDataFrame(moved, schema).writeTo(raw).append()

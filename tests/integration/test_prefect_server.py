@@ -197,8 +197,9 @@ def test_serve_local_starts_a_loopback_server_serves_and_stops_it(tmp_path: Path
             lambda: [d["name"] for d in httpx.post(f"{api}/deployments/filter", json={},
                                                    timeout=5.0).json()] or None,
             SERVER_TIMEOUT, serve, log)
-        _wait("all eight deployments", lambda: len(httpx.post(
-            f"{api}/deployments/filter", json={}, timeout=5.0).json()) == 8, 60.0, serve, log)
+        _wait("all nine deployments (five levels, cascade, quality, retention, maintenance)",
+              lambda: len(httpx.post(f"{api}/deployments/filter", json={},
+                                     timeout=5.0).json()) == 9, 60.0, serve, log)
         assert set(names) == {"local_ns"}
         assert (home / "prefect.db").is_file()  # SQLite under --prefect-home
         listening = [c for c in _connections(port)]
