@@ -256,7 +256,7 @@ LATE = [key_content(sym, tid, age) for sym, tid, age in
         [("BTC", 4, 1), ("ETH", 5, 7), ("BTC", 6, 0), ("ETH", 7, 20), ("ETH", 3, 0)]]
 
 
-@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(ops=st.lists(operation, min_size=4, max_size=10))
