@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from rollup.cli.common import progress, settings_from
@@ -70,6 +71,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     scratch = None
     warehouse = args.warehouse
+    if args.workdir:  # a work directory that does not exist yet is created, as a user expects
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     if warehouse is None and SparkSession.getActiveSession() is None:
         scratch = tempfile.TemporaryDirectory(prefix="rollup-bench-warehouse-", dir=args.workdir)
         warehouse = scratch.name
