@@ -198,14 +198,19 @@ def in_ranges(time_col: str, ranges: Sequence[TimeRange]) -> Column:
     The OR tree is balanced (depth log2 of the number of ranges); callers keep the number of
     ranges bounded (see `coarsen`): many scattered windows are selected by a join on keys.
     """
-    terms = [(F.col(time_col) >= F.lit(start)) & (F.col(time_col) < F.lit(end))
-             for start, end in ranges]
-    if not terms:
+    return any_of([(F.col(time_col) >= F.lit(start)) & (F.col(time_col) < F.lit(end))
+                   for start, end in ranges])
+
+
+def any_of(terms: Sequence[Column]) -> Column:
+    """The OR of `terms` as a balanced tree (depth log2 n, not n); False for no terms."""
+    level = list(terms)
+    if not level:
         return F.lit(False)
-    while len(terms) > 1:
-        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
+    while len(level) > 1:
+        level = [level[i] | level[i + 1] if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def coarsen(ranges: Sequence[TimeRange], limit: int) -> list[TimeRange]:

@@ -132,7 +132,7 @@ def partition_filter(dates: Sequence[date], partitioning: str = "days") -> Colum
     """window_date within the partitions starting on `dates`, as a balanced OR of closed
     ranges of consecutive partitions (Iceberg proves whole-file deletes for ranges aligned
     to partitions)."""
-    from rollup.plans import partition_span
+    from rollup.plans import any_of, partition_span
 
     ordered = sorted(set(dates))
     if not ordered:
@@ -145,12 +145,8 @@ def partition_filter(dates: Sequence[date], partitioning: str = "days") -> Colum
         else:
             spans.append((lo.date(), hi.date()))
     day = timedelta(days=1)
-    terms = [(F.col("window_date") >= F.lit(lo)) & (F.col("window_date") <= F.lit(hi - day))
-             for lo, hi in spans]
-    while len(terms) > 1:
-        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
+    return any_of([(F.col("window_date") >= F.lit(lo)) & (F.col("window_date") <= F.lit(hi - day))
+                   for lo, hi in spans])
 
 
 def overwrite_partitions(
