@@ -21,10 +21,14 @@ from rollup.bench import (
     linear_fit,
     parse_count,
 )
+from rollup.bench_ingest import IngestResult
 from rollup.errors import ConfigError
 
 RATIOS = ("cascade_over_1m", "direct_over_cascade", "spark_over_duckdb",
-          "incremental_30d_over_1d", "per_trade_spread")
+          "incremental_30d_over_1d", "per_trade_spread", "ingest_30d_over_1d")
+RATES = ("csv_rows_per_s", "parquet_rows_per_s")
+INGEST = ("ingest_rows", "ingest_csv_s", "ingest_parquet_s", "ingest_late_batch",
+          "ingest_history_per_day", "ingest_late_s", "ingest_all_rows")
 SCATTERED = ("scattered_windows", "scattered_history_days", "scattered_cycle_s",
              "scattered_cpu_s", "scattered_peak_mib", "scattered_python_peak_mib",
              "ordinary_cycle_s", "scattered_over_ordinary", "ordinary_after_scattered_s",
@@ -59,11 +63,23 @@ def test_config_validates_values() -> None:
     assert BenchConfig.quick().trades < 10_000
     assert BenchConfig().scattered_windows == 10_000
     assert 0 < BenchConfig.quick().scattered_windows <= 500
+    with pytest.raises(ConfigError, match="ingest_rows must be an integer >= 0"):
+        BenchConfig(ingest_rows=-1)
+    with pytest.raises(ConfigError, match="late_batch must be an integer >= 1"):
+        BenchConfig(late_batch=0)
+    with pytest.raises(ConfigError, match="parts must be some of plan, incremental"):
+        BenchConfig(parts=("ingest", "bogus"))
+    with pytest.raises(ConfigError, match="parts must be some of"):
+        BenchConfig(parts=())
+    assert BenchConfig().ingest_rows == 1_000_000 and BenchConfig().late_batch == 10_000
+    assert 0 < BenchConfig.quick().ingest_rows < 10_000
+    assert BenchConfig(ingest_rows=0).ingest_rows == 0  # 0 skips the ingest figures
 
 
 def _args(**kw: object) -> argparse.Namespace:
     base = {"quick": False, "trades": None, "sizes": None, "symbols": None, "repeats": None,
-            "history_per_day": None, "warmups": None, "scattered_windows": None}
+            "history_per_day": None, "warmups": None, "scattered_windows": None,
+            "ingest_rows": None, "late_batch": None, "only": None}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -79,6 +95,13 @@ def test_cli_options_build_the_config() -> None:
     assert quick.scattered_windows == BenchConfig.quick().scattered_windows
     assert build_config(_args(scattered_windows=500)).scattered_windows == 500
     assert build_config(_args(quick=True, scattered_windows=0)).scattered_windows == 0
+    config = build_config(_args(ingest_rows="200k", late_batch="5k", only="ingest"))
+    assert (config.ingest_rows, config.late_batch, config.parts) == (200_000, 5_000,
+                                                                     ("ingest",))
+    assert build_config(_args(quick=True, ingest_rows="0")).ingest_rows == 0
+    assert build_config(_args(only="plan, Scaling")).parts == ("plan", "scaling")
+    with pytest.raises(ConfigError, match="parts must be some of"):
+        build_config(_args(only="ingset"))
 
 
 def test_scattered_trades_touch_distinct_windows_of_every_shape() -> None:
@@ -124,12 +147,15 @@ def test_report_ratios_goals_and_json() -> None:
     assert ratios["spark_over_duckdb"] == pytest.approx(4.0)
     assert ratios["incremental_30d_over_1d"] == pytest.approx(1.1)
     assert ratios["per_trade_spread"] == pytest.approx(1.0 / 0.9)
+    assert ratios["ingest_30d_over_1d"] is None  # not measured
     goals = report.goals()
     assert goals == {"cascade_over_1m": True, "direct_over_cascade": True,
                      "spark_over_duckdb": False, "incremental_30d_over_1d": True,
-                     "per_trade_spread": False}
+                     "per_trade_spread": False, "ingest_30d_over_1d": None,
+                     "csv_rows_per_s": None, "parquet_rows_per_s": None}
     line = json.loads(report.json_line())
     assert set(RATIOS) <= set(line) and line["duckdb_equal"] is True
+    assert line["csv_rows_per_s"] is None and "ingest_csv_s" not in line
     assert line["cpu"]["cascade_over_1m"] == pytest.approx(1.1, abs=1e-3)
     # 1.0 s at 1,000 trades and 1.8 s at 2,000: 0.2 s fixed plus 0.8 ms per trade
     assert line["scaling_fit"] == {"fixed_s": pytest.approx(0.2), "marginal_ns_per_trade":
@@ -174,12 +200,78 @@ def test_report_with_a_scattered_batch() -> None:
     assert "scattered_cycle_s" not in plain
 
 
+def _ingest_result(**kw: object) -> IngestResult:
+    base: dict[str, object] = {
+        "rows": 1_000_000, "csv": _timing("csv", 8.0, 10.0, 12.0, trades=1_000_000),
+        "parquet": _timing("pq", 4.0, trades=1_000_000), "late_batch": 10_000,
+        "history_per_day": 200_000,
+        "late": {1: _timing("l1", 2.0, trades=10_000), 30: _timing("l30", 2.6, trades=10_000)},
+        "all_rows": True}
+    return IngestResult(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_report_with_ingest_figures() -> None:
+    config = BenchConfig(history_days=(1, 30), parts=("ingest",))
+    report = BenchReport(config, "local[2]", timings={}, cascade_levels={}, duckdb_equal=None,
+                         incremental=(), scaling=(), ingest=_ingest_result())
+    assert report.rates() == {"csv_rows_per_s": pytest.approx(100_000.0),
+                              "parquet_rows_per_s": pytest.approx(250_000.0)}
+    ratios = report.ratios()
+    assert ratios["ingest_30d_over_1d"] == pytest.approx(1.3)
+    assert ratios["cascade_over_1m"] is None  # the plan-level part did not run
+    goals = report.goals()
+    assert goals["csv_rows_per_s"] is True and goals["parquet_rows_per_s"] is True
+    assert goals["ingest_30d_over_1d"] is False and goals["cascade_over_1m"] is None
+    line = json.loads(report.json_line())
+    assert line["csv_rows_per_s"] == 100_000 and line["parquet_rows_per_s"] == 250_000
+    assert line["ingest_30d_over_1d"] == pytest.approx(1.3)
+    assert line["cpu"]["ingest_30d_over_1d"] == pytest.approx(1.3)
+    assert set(INGEST) <= set(line)
+    assert line["ingest_late_s"] == {"1d": 2.0, "30d": 2.6} and line["ingest_all_rows"] is True
+    assert set(line["goals_met"]) == set(RATIOS) | set(RATES)
+    table = report.table()
+    assert "(ingest only)" in table
+    for text in ("ingest CSV 1,000,000", "100,000 rows/s", "ingest Parquet 1,000,000",
+                 "250,000 rows/s", "ingest late 1d", "ingest late 30d",
+                 "history 6,000,000 trades", "csv_rows_per_s", "goal >= 100,000: met",
+                 "goal >= 200,000: met", "ingest_30d_over_1d", "goal <= 1.2: NOT met"):
+        assert text in table, text
+    assert "WARNING" not in table
+    slow = attrs.evolve(report, ingest=_ingest_result(
+        csv=_timing("csv", 20.0, trades=1_000_000), all_rows=False))
+    assert slow.goals()["csv_rows_per_s"] is False
+    assert "goal >= 100,000: NOT met" in slow.table() and "WARNING" in slow.table()
+
+
+def test_ingest_files_hold_the_expected_text_and_types(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from rollup.adapters import TRADES_SCHEMA
+    from rollup.bench_ingest import LATE_IDS, ingest_trades, write_csv, write_parquet
+
+    trades = ingest_trades(500, 20)
+    assert trades.num_rows == 500 and trades.column("side").null_count == 0
+    assert len(set(trades.column("symbol").to_pylist())) == 20
+    late = ingest_trades(50, 20, seed=3, id_offset=LATE_IDS)
+    assert min(late.column("trade_id").to_pylist()) > LATE_IDS
+    lines = write_csv(trades, tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0] == "exchange,symbol,trade_id,ts,price,quantity,side"  # no quotes
+    assert len(lines) == 501
+    exchange, symbol, trade_id, ts, price, quantity, side = lines[1].split(",")
+    assert trade_id.isdigit() and side in ("buy", "sell")
+    assert ts.startswith("2024-03-01T") and ts.endswith("Z") and len(ts) == 27
+    assert "." in price and "." in quantity and "e" not in price.lower()
+    path = write_parquet(trades, tmp_path / "pq")
+    assert pq.read_schema(path).types == TRADES_SCHEMA.types
+    assert pq.read_metadata(path).num_rows == 500
+
+
 def test_linear_fit() -> None:
     assert linear_fit([(1, 5.0)]) is None
     assert linear_fit([(2, 5.0), (2, 6.0)]) is None
     fixed, slope = linear_fit([(1, 3.0), (2, 5.0), (4, 9.0)]) or (0.0, 0.0)
     assert fixed == pytest.approx(1.0) and slope == pytest.approx(2.0)
-    assert set(GOALS) == set(RATIOS)
+    assert set(GOALS) == set(RATIOS) | set(RATES)
 
 
 @pytest.mark.spark
@@ -196,9 +288,18 @@ def test_quick_bench_run_prints_a_table_and_one_json_line(
     result = json.loads(out[-1])
     for key in RATIOS:
         assert isinstance(result[key], float) and result[key] > 0, key
+    for key in RATES:
+        assert isinstance(result[key], int) and result[key] > 0, key
     assert result["trades"] == BenchConfig.quick().trades
     assert result["duckdb_equal"] is True  # Spark's 1m bars == DuckDB's, exactly
-    assert set(result["goals_met"]) == set(RATIOS)
+    assert set(result["goals_met"]) == set(RATIOS) | set(RATES)
+    # the ingest figures (issue 14): every timed ingest stored every row of its file
+    for key in INGEST:
+        assert key in result, key
+    assert result["ingest_all_rows"] is True
+    assert result["ingest_rows"] == BenchConfig.quick().ingest_rows
+    assert set(result["ingest_late_s"]) == {"1d", "2d"}
+    assert all(s > 0 for s in result["ingest_late_s"].values())
     # the scattered late batch (issue 13): structure and exactness, never timings
     for key in SCATTERED:
         assert key in result, key
@@ -216,8 +317,10 @@ def test_quick_bench_run_prints_a_table_and_one_json_line(
     text = "\n".join(out[:-1])
     for label in ("1m (Spark)", "cascade 1m..1d (Spark)", "direct, 5 levels (Spark)",
                   "1m (DuckDB)", "incremental 1d", "incremental 2d", "scaling (cascade)",
-                  "scattered late 2d", "ordinary after scattered"):
+                  "scattered late 2d", "ordinary after scattered", "ingest CSV 3,000",
+                  "ingest Parquet 3,000", "ingest late 1d", "ingest late 2d",
+                  "csv_rows_per_s", "parquet_rows_per_s"):
         assert label in text, label
     # the scratch namespaces of the incremental figure are dropped again
     names = {r.namespace for r in spark.sql("SHOW NAMESPACES IN rollup").collect()}
-    assert not any(n.startswith(f"{namespace}_h") for n in names)
+    assert not any(n.startswith((f"{namespace}_h", f"{namespace}_ingest")) for n in names)

@@ -15,7 +15,13 @@
   per trade, with the peak memory;
 - ``scattered``: on the long incremental history, one late batch touching
   `BenchConfig.scattered_windows` separate 1m windows over every day, one timed cascade run,
-  its peak memory and a check against DuckDB (`rollup.bench_scattered`).
+  its peak memory and a check against DuckDB (`rollup.bench_scattered`);
+- ``ingest``: rows per second of `rollup.ingest.ingest_file` for a CSV and a Parquet file of
+  `BenchConfig.ingest_rows` trades into an empty trades table, and the same late batch
+  ingested into the short and the long history (`rollup.bench_ingest`).
+
+`BenchConfig.parts` restricts a run to some of these (``plan``: the first four figures,
+``incremental``: incremental and scattered, ``scaling``, ``ingest``).
 
 Plan-level figures write Parquet, not Iceberg, so they time the computation and one columnar
 write and leave Iceberg commit costs to the incremental figure. Times are wall-clock seconds;
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
+    from rollup.bench_ingest import IngestResult
     from rollup.bench_scattered import ScatteredResult
     from rollup.tables import Tables
 
@@ -60,8 +67,14 @@ GOALS: dict[str, tuple[str, float]] = {
     "spark_over_duckdb": ("<=", 3.0),
     "incremental_30d_over_1d": ("<=", 1.2),
     "per_trade_spread": ("<=", 1.10),
+    "ingest_30d_over_1d": ("<=", 1.2),
+    "csv_rows_per_s": (">=", 100_000),
+    "parquet_rows_per_s": (">=", 200_000),
 }
-"""The issue's goals per ratio: (comparison, bound)."""
+"""The issues' goals per ratio and per rate (`BenchReport.rates`): (comparison, bound)."""
+
+PARTS = ("plan", "incremental", "scaling", "ingest")
+"""What a run can be restricted to (`BenchConfig.parts`)."""
 
 HISTORY_DAYS = (1, 30)
 _FIRST_DAY = date(2024, 1, 2)
@@ -110,6 +123,25 @@ class BenchConfig:
     scattered_windows: int = attrs.field(default=10_000)
     """Separate 1m windows of the scattered late batch over the long history (0: skip it)."""
 
+    ingest_rows: int = attrs.field(default=1_000_000)
+    """Trades of the CSV and the Parquet file of the ingest figures (0: no ingest figures)."""
+    late_batch: int = attrs.field(default=10_000, validator=_positive)
+    """Trades of the late batch ingested into the short and the long history."""
+    parts: tuple[str, ...] = attrs.field(default=PARTS, converter=tuple)
+    """The parts of the suite to run (see `PARTS`)."""
+
+    @ingest_rows.validator
+    def _check_ingest_rows(self, attribute: attrs.Attribute[Any], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"bench ingest_rows must be an integer >= 0, got {value!r}")
+
+    @parts.validator
+    def _check_parts(self, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        unknown = [p for p in value if p not in PARTS]
+        if unknown or not value:
+            raise ConfigError(f"bench parts must be some of {', '.join(PARTS)}, "
+                              f"got {', '.join(value) or 'none'}")
+
     @scattered_windows.validator
     def _check_scattered(self, attribute: attrs.Attribute[Any], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -128,7 +160,7 @@ class BenchConfig:
         """A smoke configuration (a few thousand trades): checks the structure, not speed."""
         return cls(trades=4_000, symbols=3, sizes=(1_000, 4_000), repeats=1, warmups=1,
                    history_per_day=400, history_days=(1, 2), cycles=1, rows_per_file=1_000,
-                   scattered_windows=200)
+                   scattered_windows=200, ingest_rows=3_000, late_batch=300)
 
 
 def parse_count(text: str) -> int:
@@ -495,6 +527,10 @@ class ScalePoint:
         return self.cascade.seconds / self.trades * 1e9
 
 
+def _over(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
 def linear_fit(points: Sequence[tuple[int, float]]) -> tuple[float, float] | None:
     """Least-squares `seconds = fixed + per_trade * trades`; None for fewer than two sizes."""
     if len({n for n, _ in points}) < 2:
@@ -518,6 +554,7 @@ class BenchReport:
     incremental: tuple[IncrementalResult, ...]
     scaling: tuple[ScalePoint, ...]
     scattered: ScatteredResult | None = None
+    ingest: IngestResult | None = None
 
     def ordinary_cycle(self) -> Timing | None:
         """The ordinary incremental cycle on the history the scattered batch ran on."""
@@ -527,18 +564,25 @@ class BenchReport:
                      if r.days == self.scattered.history_days), None)
 
     def ratios(self) -> dict[str, float | None]:
-        t = self.timings
+        """The ratios of GOALS; None for a figure this run did not measure."""
         short, long = self.config.history_days
         inc = {r.days: r.cycle.seconds for r in self.incremental}
         per_trade = [p.ns_per_trade for p in self.scaling]
-        duck = t.get("duckdb 1m")
+        seconds = {name: timing.seconds for name, timing in self.timings.items()}
         return {
-            "cascade_over_1m": t["cascade"].seconds / t["1m"].seconds,
-            "direct_over_cascade": t["direct"].seconds / t["cascade"].seconds,
-            "spark_over_duckdb": t["1m"].seconds / duck.seconds if duck else None,
+            "cascade_over_1m": _over(seconds.get("cascade"), seconds.get("1m")),
+            "direct_over_cascade": _over(seconds.get("direct"), seconds.get("cascade")),
+            "spark_over_duckdb": _over(seconds.get("1m"), seconds.get("duckdb 1m")),
             "incremental_30d_over_1d": inc[long] / inc[short] if len(inc) == 2 else None,
             "per_trade_spread": max(per_trade) / min(per_trade) if per_trade else None,
+            "ingest_30d_over_1d": self.ingest.late_over() if self.ingest else None,
         }
+
+    def rates(self) -> dict[str, float | None]:
+        """The rows-per-second figures of GOALS; None when not measured."""
+        ingest = self.ingest
+        return {"csv_rows_per_s": ingest.csv_rows_per_s if ingest else None,
+                "parquet_rows_per_s": ingest.parquet_rows_per_s if ingest else None}
 
     def scaling_fit(self) -> dict[str, float] | None:
         """The cascade's fixed seconds and marginal ns per trade, fitted over the sizes."""
@@ -549,27 +593,24 @@ class BenchReport:
 
     def cpu_ratios(self) -> dict[str, float | None]:
         """The same ratios on CPU seconds (steadier than wall time on a shared machine)."""
-        t = self.timings
-
-        def over(a: float | None, b: float | None) -> float | None:
-            return None if a is None or b is None or b == 0 else a / b
-
+        over = _over
+        cpu = {name: timing.cpu_seconds for name, timing in self.timings.items()}
         short, long = self.config.history_days
         inc = {r.days: r.cycle.cpu_seconds for r in self.incremental}
-        duck = t.get("duckdb 1m")
         return {
-            "cascade_over_1m": over(t["cascade"].cpu_seconds, t["1m"].cpu_seconds),
-            "direct_over_cascade": over(t["direct"].cpu_seconds, t["cascade"].cpu_seconds),
-            "spark_over_duckdb": over(t["1m"].cpu_seconds, duck.cpu_seconds if duck else None),
+            "cascade_over_1m": over(cpu.get("cascade"), cpu.get("1m")),
+            "direct_over_cascade": over(cpu.get("direct"), cpu.get("cascade")),
+            "spark_over_duckdb": over(cpu.get("1m"), cpu.get("duckdb 1m")),
             "incremental_30d_over_1d": over(inc.get(long), inc.get(short)),
             "scattered_over_ordinary": over(
                 self.scattered.cycle.cpu_seconds if self.scattered else None,
                 ordinary.cpu_seconds if (ordinary := self.ordinary_cycle()) else None),
+            "ingest_30d_over_1d": self.ingest.late_over_cpu() if self.ingest else None,
         }
 
     def goals(self) -> dict[str, bool | None]:
         met: dict[str, bool | None] = {}
-        for name, value in self.ratios().items():
+        for name, value in {**self.ratios(), **self.rates()}.items():
             op, bound = GOALS[name]
             met[name] = None if value is None else (value <= bound if op == "<=" else
                                                     value >= bound)
@@ -580,18 +621,23 @@ class BenchReport:
             return {k: None if v is None else round(v, 3) for k, v in values.items()}
 
         fit = self.scaling_fit()
-        return json.dumps({**rounded(self.ratios()), "trades": self.config.trades,
+        rates = {k: None if v is None else round(v) for k, v in self.rates().items()}
+        return json.dumps({**rounded(self.ratios()), **rates, "trades": self.config.trades,
                            "history_days": list(self.config.history_days),
                            "duckdb_equal": self.duckdb_equal, "goals_met": self.goals(),
                            "cpu": rounded(self.cpu_ratios()),
                            "scaling_fit": None if fit is None else rounded(dict(fit)),
                            **(self.scattered.as_json(self.ordinary_cycle())
-                              if self.scattered else {})},
+                              if self.scattered else {}),
+                           **(self.ingest.as_json() if self.ingest else {})},
                           sort_keys=False)
 
     def table(self) -> str:
-        lines = [f"rollup bench: {self.config.trades:,} trades, {self.config.symbols} symbols, "
-                 f"1 day; Spark {self.master}; median of {self.config.repeats} repeat(s)", ""]
+        parts = self.config.parts
+        only = "" if set(parts) == set(PARTS) else f" ({', '.join(parts)} only)"
+        lines = [f"rollup bench{only}: {self.config.trades:,} trades, {self.config.symbols} "
+                 f"symbols, 1 day; Spark {self.master}; median of {self.config.repeats} "
+                 "repeat(s)", ""]
         lines.append(f"{'measure':<28}{'wall s':>10}{'cpu s':>10}{'ns/trade':>10}")
         for timing in self.timings.values():
             cpu = timing.cpu_seconds
@@ -599,8 +645,9 @@ class BenchReport:
             lines.append(f"{timing.name:<28}{timing.seconds:>10.3f}"
                          f"{'-' if cpu is None else f'{cpu:.3f}':>10}"
                          f"{'-' if per is None else f'{per:.0f}':>10}")
-        lines.append("  cascade per level: " + ", ".join(
-            f"{name} {s:.3f}s" for name, s in self.cascade_levels.items()))
+        if self.cascade_levels:
+            lines.append("  cascade per level: " + ", ".join(
+                f"{name} {s:.3f}s" for name, s in self.cascade_levels.items()))
         if self.duckdb_equal is not None:
             lines.append(f"  DuckDB 1m bars equal to Spark's: {self.duckdb_equal}")
         for inc in self.incremental:
@@ -613,6 +660,8 @@ class BenchReport:
                 f"{name} {s:.3f}s" for name, s in inc.levels.items()))
         if self.scattered is not None:
             lines += self.scattered.lines(self.ordinary_cycle())
+        if self.ingest is not None:
+            lines += self.ingest.lines()
         if self.scaling:
             lines.append("")
             lines.append(f"{'scaling (cascade)':<28}{'wall s':>10}{'ns/trade':>10}"
@@ -634,9 +683,14 @@ class BenchReport:
                              f"{fit['marginal_ns_per_trade']:.0f} ns per trade")
         lines.append("")
         goals = self.goals()
-        for name, value in self.ratios().items():
+        rates = self.rates()
+        for name, value in {**self.ratios(), **rates}.items():
             op, bound = GOALS[name]
             state = {True: "met", False: "NOT met", None: "n/a"}[goals[name]]
+            if name in rates:
+                shown = "-" if value is None else f"{value:,.0f}"
+                lines.append(f"{name:<28}{shown:>10}   goal {op} {bound:,.0f}: {state}")
+                continue
             shown = "-" if value is None else f"{value:.3f}"
             lines.append(f"{name:<28}{shown:>10}   goal {op} {bound}: {state}")
         return "\n".join(lines)
@@ -715,7 +769,8 @@ def _scale_point(
 ) -> ScalePoint:
     say(f"scaling: {size:,} trades ...")
     trades = work / f"trades_{size}"
-    if size == config.trades:
+    shared = size == config.trades and (work / "trades").is_dir()  # the plan-level files
+    if shared:
         trades = work / "trades"
     else:
         write_trades(trades, size, config.symbols, config.rows_per_file, seed=size)
@@ -733,7 +788,7 @@ def _scale_point(
 
     point = ScalePoint(size, timing("cascade"), timing("1m"), clock.peak_mib(),
                        timing("direct"))
-    if size != config.trades and not keep:
+    if not shared and not keep:
         shutil.rmtree(trades, ignore_errors=True)
     return point
 
@@ -754,8 +809,8 @@ def run_benchmarks(
         spark: a SparkSession with rollup's Iceberg `catalog` (e.g. `rollup.engine.get_spark`).
         config: sizes and repetitions (default `BenchConfig()`; `BenchConfig.quick()` for a
             smoke run).
-        namespace: prefix of the two scratch namespaces of the incremental figure (default a
-            fresh `bench_<hex>`); both are dropped at the end unless `keep`.
+        namespace: prefix of the scratch namespaces of the incremental and the ingest figures
+            (default a fresh `bench_<hex>`); all are dropped at the end unless `keep`.
         workdir: parent directory of the scratch Parquet files (default the system temp).
         keep: keep the scratch files and namespaces.
 
@@ -770,12 +825,17 @@ def run_benchmarks(
     prefix = check_identifier(namespace or f"bench_{uuid.uuid4().hex[:8]}", "namespace")
     clock = _Clock(spark)
     threads = config.duckdb_threads or _local_cores(spark)
+    parts = set(config.parts)
     with _workdir(workdir, keep) as work:
-        timings, cascade_levels, duckdb_equal = _plan_level(spark, clock, config, work,
-                                                            threads, say)
+        timings: dict[str, Timing] = {}
+        cascade_levels: dict[str, float] = {}
+        duckdb_equal = None
+        if "plan" in parts:
+            timings, cascade_levels, duckdb_equal = _plan_level(spark, clock, config, work,
+                                                                threads, say)
         incremental = []
         scattered = None
-        for days in config.history_days:
+        for days in config.history_days if "incremental" in parts else ():
             ns = f"{prefix}_h{days}d"
             try:
                 appended: list[Path] = []
@@ -792,6 +852,11 @@ def run_benchmarks(
                 if not keep:
                     _drop_namespace(spark, catalog, ns)
         scaling = [_scale_point(spark, clock, config, work, size, keep, say)
-                   for size in sorted(set(config.sizes))]
+                   for size in sorted(set(config.sizes)) if "scaling" in parts]
+        ingest = None
+        if "ingest" in parts and config.ingest_rows:
+            from rollup.bench_ingest import measure_ingest
+
+            ingest = measure_ingest(spark, catalog, prefix, config, clock, work, keep, say)
     return BenchReport(config, spark.sparkContext.master or "?", timings, cascade_levels,
-                       duckdb_equal, tuple(incremental), tuple(scaling), scattered)
+                       duckdb_equal, tuple(incremental), tuple(scaling), scattered, ingest)

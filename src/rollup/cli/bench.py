@@ -13,7 +13,8 @@ from rollup.cli.common import progress, settings_from
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
-        help="measure the cascade against the direct approach, DuckDB and itself at scale",
+        help="measure the cascade against the direct approach, DuckDB and itself at scale, "
+             "and ingest",
         description="Prints a table, then one JSON line with the ratios. Without --warehouse "
                     "the Iceberg part uses a scratch warehouse that is deleted afterwards.",
     )
@@ -31,6 +32,15 @@ def register(sub: Any) -> None:
     p.add_argument("--scattered-windows", type=int, default=None, metavar="N",
                    help="separate 1m windows of the scattered late batch over the long "
                         "history (default 10000, --quick 200; 0 skips it)")
+    p.add_argument("--ingest-rows", default=None, metavar="N",
+                   help="trades of the CSV and the Parquet file of the ingest figures "
+                        "(default 1M, --quick 3000; 0 skips the ingest figures)")
+    p.add_argument("--late-batch", default=None, metavar="N",
+                   help="trades of the late batch ingested into 1 and 30 days of history "
+                        "(default 10k)")
+    p.add_argument("--only", default=None, metavar="PART[,PART]",
+                   help="run only these parts: plan (1m, cascade, direct, DuckDB), incremental "
+                        "(with the scattered batch), scaling, ingest")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run on a few thousand trades (structure, not speed)")
     p.add_argument("--workdir", help="parent directory for scratch files (default system temp)")
@@ -58,6 +68,13 @@ def build_config(args: argparse.Namespace) -> Any:
             changes[name] = getattr(args, name)
     if args.history_per_day is not None:
         changes["history_per_day"] = parse_count(args.history_per_day)
+    if args.ingest_rows is not None:
+        text = args.ingest_rows.strip()
+        changes["ingest_rows"] = 0 if text == "0" else parse_count(text)
+    if args.late_batch is not None:
+        changes["late_batch"] = parse_count(args.late_batch)
+    if args.only is not None:
+        changes["parts"] = tuple(p.strip().lower() for p in args.only.split(",") if p.strip())
     return attrs.evolve(config, **changes)
 
 
