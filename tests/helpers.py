@@ -17,7 +17,7 @@ from rollup.tables import Tables
 
 def trades_frame(spark: Any, rows: list[tuple]) -> DataFrame:  # type: ignore[type-arg]
     """Canonical trades (exchange, symbol, trade_id, ts, price, quantity) as a DataFrame."""
-    return spark.createDataFrame([(*r, None, None) for r in rows], spark_schema(TRADE_COLUMNS))
+    return spark.createDataFrame([(*r, None, None, None) for r in rows], spark_schema(TRADE_COLUMNS))
 
 
 def append_trades(tables: Tables, rows: list[tuple]) -> None:  # type: ignore[type-arg]

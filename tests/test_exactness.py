@@ -24,7 +24,7 @@ VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count
 
 
 def trades_df(spark, rows):  # type: ignore[no-untyped-def]
-    full = [(*r, None, None) for r in rows]
+    full = [(*r, None, None, None) for r in rows]
     return spark.createDataFrame(full, spark_schema(TRADE_COLUMNS))
 
 

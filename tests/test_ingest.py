@@ -61,7 +61,7 @@ def assert_bars_equal_oracle(tables: Tables, good: Sequence[Trade],
                              levels: Sequence[str] | None = None) -> None:
     """Bars in the tables == Rollup(level).plan_direct over exactly the good trades."""
     spark = tables.spark
-    frame = spark.createDataFrame([(*t, None) for t in good], spark_schema(TRADE_COLUMNS))
+    frame = spark.createDataFrame([(*t, None, None) for t in good], spark_schema(TRADE_COLUMNS))
     for level in tables.dag.order():
         if levels is not None and level.name not in levels:
             continue

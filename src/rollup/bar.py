@@ -40,12 +40,13 @@ QUOTE = "decimal(38,16)"
 TRADE_COLUMNS: tuple[Column, ...] = (
     Column("exchange", "string", False, "venue code"),
     Column("symbol", "string", False, "instrument code"),
-    Column("trade_id", "long", False, "64-bit id, unique per (exchange, symbol); tie-break"),
+    Column("trade_id", "long", False, "64-bit key, unique per (exchange, symbol); tie-break"),
     Column("ts", "timestamp", False, "trade time, UTC, microseconds"),
     Column("price", PRICE, False, "trade price, up to 8 decimals"),
     Column("quantity", QUANTITY, False, "trade quantity, up to 8 decimals"),
     Column("side", "string", True, "buy, sell or null"),
     Column("ingested_at", "timestamp", True, "when rollup ingested the row"),
+    Column("trade_ref", "string", True, "the feed's own trade id text (string and daily ids)"),
 )
 
 REJECTED_COLUMNS: tuple[Column, ...] = (

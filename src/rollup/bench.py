@@ -420,8 +420,9 @@ def _append_trades(tables: Tables, files: Sequence[Path]) -> None:
 
     frame = tables.spark.read.parquet(*[str(f) for f in files])
     frame.select(
-        *[F.col(c.name) for c in TRADE_COLUMNS if c.name != "ingested_at"],
+        *[F.col(c.name) for c in TRADE_COLUMNS if c.name not in ("ingested_at", "trade_ref")],
         F.lit(datetime.now(UTC)).cast("timestamp").alias("ingested_at"),
+        F.lit(None).cast("string").alias("trade_ref"),
     ).writeTo(tables.trades).append()
 
 

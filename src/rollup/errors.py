@@ -27,6 +27,10 @@ class ConcurrentRunError(RollupError):
     """Another run committed to the same table first; the run can be retried."""
 
 
+class IngestConflictError(ConcurrentRunError):
+    """Concurrent writers kept committing to the trades table; the ingest stored nothing."""
+
+
 class LevelRunError(RollupError):
     """Spark failed while a level was recomputed; nothing was committed for that level."""
 

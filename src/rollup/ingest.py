@@ -1,25 +1,27 @@
 """Ingest trade files (CSV or Parquet) into the trades table, quarantining bad rows.
 
-Each file is one unit. Its header or footer and column types are checked before Spark reads
-it, then every row is validated and classified (ingested, quarantined or exact duplicate)
-completely, on the executors, before anything is written. A file that cannot be used at all
-(empty, truncated, binary junk, missing columns, a column of the wrong type) raises a
-one-line InputError naming the file and writes nothing. Good rows are appended; rows with a
-reason go to the `trades_rejected` table with their original text, the file and the row
-number. Counts always add up: read = ingested + quarantined + duplicates.
+Each file (or directory of files) is one unit. Its header or footer and column types are
+checked before Spark reads it, then every row is validated and classified (ingested,
+quarantined or duplicate) completely, on the executors, before anything is written. A file
+that cannot be used at all (empty, truncated, binary junk, missing columns, a column of the
+wrong type) raises a one-line InputError naming the file and writes nothing. Good rows go to
+the trades table; rows with a reason go to `trades_rejected` with their original text, the
+file and the row number. Counts always add up: read = ingested + quarantined + duplicates.
 
-Nothing is collected to the driver but counts: a file larger than the driver's memory
-streams through Spark.
+Work is bounded by the batch: the file is parsed and validated once (kept on the executors),
+and duplicate and conflict checks read only the days the batch touches. The write is
+exactly once: it is validated against the trades snapshot the checks read, so an ingest that
+raced with another one is re-checked and retried (see docs/input.md).
 """
-
 from __future__ import annotations
 
 import csv
 import os
 import re
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 
 import attrs
 from pyspark.errors import AnalysisException
@@ -27,22 +29,28 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from rollup.errors import InputError, RollupError, one_line
+from rollup.engine import is_commit_conflict
+from rollup.errors import IngestConflictError, InputError, RollupError, one_line
+from rollup.state import current_snapshot, read_at
 from rollup.tables import REJECTED_TABLE, Tables
+from rollup.trade_ids import TradeIds
 from rollup.validate import (
     CORRUPT_COLUMN,
     R_CONFLICT_FILE,
     R_CONFLICT_STORED,
+    TEXT_COLUMNS,
     TimeBounds,
-    as_text,
     is_systematic,
     validate,
+    with_trade_columns,
 )
 
 REQUIRED = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
 OPTIONAL = ("side",)
-CONTENT = ("ts", "price", "quantity", "side")
+CONTENT = ("ts", "price", "quantity", "side", "trade_ref")
 KEY = ("exchange", "symbol", "trade_id")
+TYPED = tuple(f"_{c}" for c in (*KEY, *CONTENT))
+COMMIT_ATTEMPTS = 5
 INGESTED, QUARANTINED, DUPLICATE = "ingested", "quarantined", "duplicate"
 _HEADER_LIMIT = 1 << 16
 
@@ -78,6 +86,8 @@ class IngestReport:
     reasons: Mapping[str, int] = attrs.field(factory=dict)
     """Quarantined rows per reason."""
     ingest_id: str | None = None
+    retries: int = 0
+    """Commits retried because another writer committed to the trades table first."""
 
     def describe(self) -> str:
         text = (f"{self.file}: read {self.read}, ingested {self.ingested}, "
@@ -85,6 +95,8 @@ class IngestReport:
         if self.reasons:
             parts = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
             text += " (" + "; ".join(f"{reason}: {n}" for reason, n in parts) + ")"
+        if self.retries:
+            text += f"; checked again {self.retries} time(s) after concurrent writes"
         return text
 
 
@@ -132,17 +144,17 @@ def csv_header(path: Path) -> list[str]:
     return names
 
 
-def _check_columns(path: Path, names: Sequence[str]) -> None:
+def _check_columns(path: Path, names: Sequence[str], required: Sequence[str] = REQUIRED) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen and name in (*REQUIRED, *OPTIONAL):
             raise InputError(f"{path}: column {name} appears twice")
         seen.add(name)
-    missing = [c for c in REQUIRED if c not in seen]
+    missing = [c for c in required if c not in seen]
     if missing:
         raise InputError(
             f"{path}: missing column(s) {', '.join(missing)}: the first line must be a header "
-            f"naming {', '.join(REQUIRED)} (and optionally side)")
+            f"naming {', '.join(required)} (and optionally side)")
 
 
 def _spark_path(path: Path) -> str:
@@ -150,9 +162,9 @@ def _spark_path(path: Path) -> str:
     return re.sub(r"([\\\[\]{}*?])", r"\\\1", str(path))
 
 
-def _read_csv(spark: SparkSession, path: Path) -> DataFrame:
+def _read_csv(spark: SparkSession, path: Path, required: Sequence[str]) -> DataFrame:
     names = csv_header(path)
-    _check_columns(path, names)
+    _check_columns(path, names, required)
     positional = [n if n and n not in names[:i] else f"_c{i}" for i, n in enumerate(names)]
     schema = T.StructType([T.StructField(n, T.StringType()) for n in positional]
                           + [T.StructField(CORRUPT_COLUMN, T.StringType())])
@@ -178,11 +190,11 @@ def _check_parquet_footer(file: Path) -> None:
                 "int64 epoch nanoseconds and pass --time-unit ns")
 
 
-def _read_parquet(spark: SparkSession, path: Path) -> DataFrame:
+def _read_parquet(spark: SparkSession, path: Path, required: Sequence[str]) -> DataFrame:
     _check_parquet_footer(path)
     df = spark.read.parquet(_spark_path(path))
     names = [c.strip().lower() for c in df.columns]
-    _check_columns(path, names)
+    _check_columns(path, names, required)
     renamed = df.toDF(*names)
     for field in renamed.schema.fields:
         allowed = _ALLOWED_TYPES.get(field.name)
@@ -193,112 +205,215 @@ def _read_parquet(spark: SparkSession, path: Path) -> DataFrame:
     return renamed
 
 
-def _read_file(spark: SparkSession, file: Path, fmt: str | None) -> tuple[DataFrame, bool]:
-    """One file's trade columns as text with source_file, and whether ts was a timestamp."""
+def _read_file(spark: SparkSession, file: Path, fmt: str | None, number: int,
+               required: Sequence[str]) -> DataFrame:
+    """One file's trade columns, typed as stored in the file, with its name and number."""
     if file.stat().st_size == 0:
         raise InputError(f"{file}: empty file")
     kind = _format_of(file, fmt)
     try:
-        df = _read_csv(spark, file) if kind == "csv" else _read_parquet(spark, file)
+        df = (_read_csv(spark, file, required) if kind == "csv"
+              else _read_parquet(spark, file, required))
     except InputError:
         raise
     except OSError as exc:
         raise InputError(f"{file}: cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # noqa: BLE001 - turn Spark's stack into one line
         raise InputError(f"{file}: not a readable {kind} file ({one_line(exc)})") from None
-    text, ts_is_timestamp = as_text(df)
-    if CORRUPT_COLUMN not in text.columns:
-        text = text.withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
-    return (text.select(*REQUIRED, *OPTIONAL, CORRUPT_COLUMN)
-            .withColumn("source_file", F.lit(str(file))), ts_is_timestamp)
+    df = with_trade_columns(df)
+    corrupt = F.col(CORRUPT_COLUMN) if CORRUPT_COLUMN in df.columns else F.lit(None).cast(
+        "string")
+    return df.select(*TEXT_COLUMNS, corrupt.alias(CORRUPT_COLUMN),
+                     F.lit(str(file)).alias("source_file"), F.lit(number).alias("_file_no"))
 
 
-def _read(spark: SparkSession, path: Path, fmt: str | None) -> tuple[DataFrame, bool]:
-    """(rows as text with source_file and source_row, whether ts was a timestamp column).
+def _is_timestamp(kind: T.DataType) -> bool:
+    return isinstance(kind, T.TimestampType | T.TimestampNTZType)
 
-    A directory is read file by file (each with its own header or schema) and numbered per
-    file, so quarantined rows name their own file and row.
+
+def _read(spark: SparkSession, path: Path, fmt: str | None,
+          required: Sequence[str] = REQUIRED) -> DataFrame:
+    """Rows as read plus source_file, `_file_no` and their order within the file.
+
+    A directory is read file by file (each with its own header or schema); files whose
+    column types differ are read as text. `_pid` and `_mid` follow the byte order of each
+    file (Spark reads a file's splits into consecutive partitions); `with_source_rows`
+    turns them into row numbers.
     """
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    parts = [_read_file(spark, file, fmt) for file in _data_files(path)]
-    if len({ts_is_timestamp for _, ts_is_timestamp in parts}) > 1:
+    parts = [_read_file(spark, file, fmt, number, required)
+             for number, file in enumerate(_data_files(path))]
+    if len({_is_timestamp(part.schema["ts"].dataType) for part in parts}) > 1:
         raise InputError(f"{path}: some files hold ts as timestamps and others as text or "
                          "numbers: ingest them separately")
-    rows = parts[0][0]
-    for frame, _ in parts[1:]:
+    if len({part.schema.simpleString() for part in parts}) > 1:
+        parts = [part.select(*[F.col(c).cast("string").alias(c) if c in TEXT_COLUMNS
+                               and not _is_timestamp(part.schema[c].dataType) else F.col(c)
+                               for c in part.columns]) for part in parts]
+    rows = parts[0]
+    for frame in parts[1:]:
         rows = rows.unionByName(frame)
-    return with_row_numbers(rows, within="source_file"), parts[0][1]
+    return rows.withColumn("_pid", F.spark_partition_id()).withColumn(
+        "_mid", F.monotonically_increasing_id())
+
+
+def with_source_rows(df: DataFrame, rows: DataFrame | None = None) -> DataFrame:
+    """`rows` (default `df`) with `source_row`: the 1-based row number within its file.
+
+    `df` holds every row read, with `_file_no`, `_pid` and `_mid` from `_read`; counting the
+    rows of each earlier partition of a file gives offsets, without collecting rows.
+    """
+    counts = df.groupBy("_file_no", "_pid").agg(F.count(F.lit(1)).alias("_n"),
+                                                F.min("_mid").alias("_m0"))
+    before = Window.partitionBy("_file_no").orderBy("_pid").rowsBetween(
+        Window.unboundedPreceding, -1)  # one row per input partition: a tiny window
+    offsets = counts.withColumn("_off", F.coalesce(F.sum("_n").over(before), F.lit(0)))
+    joined = (df if rows is None else rows).join(
+        F.broadcast(offsets.select("_file_no", "_pid", "_off", "_m0")), ["_file_no", "_pid"])
+    return joined.withColumn("source_row", F.col("_off") + F.col("_mid") - F.col("_m0") + 1
+                             ).drop("_off", "_m0")
 
 
 def read_raw(spark: SparkSession, path: Path, fmt: str | None = None) -> DataFrame:
-    """A file's rows as text columns plus source_file and source_row; InputError if unusable."""
-    return _read(spark, Path(path), fmt)[0]
+    """A file's rows as read plus source_file and source_row; InputError if unusable."""
+    return with_source_rows(_read(spark, Path(path), fmt)).drop("_file_no", "_pid", "_mid")
 
 
-def with_row_numbers(df: DataFrame, within: str | None = None) -> DataFrame:
-    """Add `source_row`: 1-based order of the rows as read, restarting for each value of
-    the column `within` (e.g. the source file), without collecting rows.
+def _with_none_keys(checked: DataFrame, ids: TradeIds) -> DataFrame:
+    """Keys of the `none` scheme: the rank of each good trade within its file, exchange,
+    symbol and microsecond, in row order."""
+    good = F.col("reason").isNull()
+    rank = F.row_number().over(Window.partitionBy(
+        good, "_file_no", "_exchange", "_symbol", "_ts").orderBy("_pid", "_mid")) - 1
+    ranked = checked.withColumn("_rank", rank)
+    key, crowded = ids.ordinal_key(F.col("_ts"), F.col("_rank"))
+    return ranked.withColumn("_trade_id", F.when(good, key)).withColumn(
+        "reason", F.when(good, crowded).otherwise(F.col("reason"))).drop("_rank")
 
-    Spark reads a file's splits into consecutive partitions in byte order and numbers rows
-    within a partition in order; counting the rows of each earlier partition gives offsets.
+
+def _checked(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds, now: datetime,
+             ids: TradeIds) -> DataFrame:
+    """Validated rows, narrowed to what classification and quarantine need.
+
+    Good rows keep their typed columns only; rejected rows also keep their original text.
     """
-    keys = [within] if within else []
-    tagged = df.withColumn("_pid", F.spark_partition_id()).withColumn(
-        "_mid", F.monotonically_increasing_id())
-    counts = tagged.groupBy(*keys, "_pid").agg(F.count(F.lit(1)).alias("_n"),
-                                               F.min("_mid").alias("_m0"))
-    groups = [F.col(k) for k in keys] or [F.lit(0)]
-    before = Window.partitionBy(*groups).orderBy("_pid").rowsBetween(
-        Window.unboundedPreceding, -1)  # one row per input partition: a tiny window
-    offsets = counts.withColumn("_off", F.coalesce(F.sum("_n").over(before), F.lit(0)))
-    joined = tagged.join(F.broadcast(offsets.select(*keys, "_pid", "_off", "_m0")),
-                         [*keys, "_pid"])
-    return joined.withColumn("source_row", F.col("_off") + F.col("_mid") - F.col("_m0") + 1).drop(
-        "_pid", "_mid", "_off", "_m0")
+    checked = validate(raw, time_unit=time_unit, bounds=bounds, now=now, trade_ids=ids)
+    if ids.needs_order:
+        checked = _with_none_keys(checked, ids)
+    bad = F.col("reason").isNotNull()
+    return checked.select(
+        "_file_no", "_pid", "_mid", "source_file", *TYPED, "reason",
+        *[F.when(bad, F.col(c).cast("string")).alias(c) for c in (*REQUIRED, *OPTIONAL)])
 
 
-def classify(checked: DataFrame, stored: DataFrame) -> DataFrame:
+def _days(checked: DataFrame) -> list[date]:
+    """The UTC days of the good rows (the trades-table partitions the batch touches)."""
+    rows = (checked.where(F.col("reason").isNull()).select(F.to_date("_ts").alias("d"))
+            .distinct().collect())
+    return sorted(row["d"] for row in rows)
+
+
+def _stored_in(tables: Tables, days: Sequence[date], snapshot: int | None) -> DataFrame | None:
+    """Stored trades of `days` at `snapshot` (pruned to those partitions), or None if empty."""
+    if snapshot is None or not days:
+        return None
+    from rollup.plans import MAX_PRUNE_RANGES, coarsen, in_ranges
+
+    one = timedelta(days=1)
+    spans = coarsen([(datetime.combine(d, time(0), UTC), datetime.combine(d, time(0), UTC) + one)
+                     for d in days], MAX_PRUNE_RANGES)
+    stored = read_at(tables.spark, tables.trades, snapshot)
+    return stored.where(in_ranges("ts", spans)).select(*KEY, *CONTENT)
+
+
+def classify(checked: DataFrame, stored: DataFrame | None) -> DataFrame:
     """Give every validated row an `outcome` (ingested, quarantined, duplicate) and reason.
 
     A good row whose content equals a stored trade with the same (exchange, symbol, trade_id)
-    is a duplicate; with different content it is quarantined. Within the file, the first row
-    of a key counts; a later row with the same content is a duplicate, with different
-    content it is quarantined. Joins are against distinct stored rows, so no row multiplies.
+    is a duplicate; with different content it is quarantined. Within the batch, the first
+    row of a key (by file, then row) counts; a later row with the same content is a
+    duplicate, with different content it is quarantined. Only keys that repeat in the batch
+    or are stored are joined back, so a batch of new trades costs one aggregation.
     """
     typed = {c: F.col(f"_{c}") for c in (*KEY, *CONTENT)}
-    good = F.col("reason").isNull()
-    window = Window.partitionBy(good, *[typed[c] for c in KEY]).orderBy("source_row")
-    flagged = checked.select(
-        "*",
-        (F.col("source_row") == F.first("source_row").over(window)).alias("_is_first"),
-        *[F.first(typed[c]).over(window).alias(f"_first_{c}") for c in CONTENT],
-    )
-    known = stored.select(*[F.col(c).alias(f"_k_{c}") for c in KEY]).distinct()
-    same = stored.select(*[F.col(c).alias(f"_s_{c}") for c in (*KEY, *CONTENT)]).distinct()
-    joined = flagged.join(
-        known.withColumn("_known", F.lit(True)),
-        [typed[c] == F.col(f"_k_{c}") for c in KEY], "left",
-    ).join(
-        same.withColumn("_stored_same", F.lit(True)),
-        [typed[c].eqNullSafe(F.col(f"_s_{c}")) for c in (*KEY, *CONTENT)], "left",
-    )
+    good = checked.where(F.col("reason").isNull())
+    keys = [typed[c].alias(c) for c in KEY]
+    order = F.struct("_file_no", "_pid", "_mid", *[typed[c].alias(c) for c in CONTENT])
+    repeated = (good.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n"),
+                                        F.min(order).alias("_first"))
+                .where(F.col("_n") > 1).select(*[F.col(c).alias(f"_r_{c}") for c in KEY],
+                                               "_first"))
+    joined = checked.join(repeated, [typed[c] == F.col(f"_r_{c}") for c in KEY], "left")
+    if stored is not None:
+        hits = stored.join(good.select(*keys), list(KEY), "left_semi")
+        known = hits.select(*[F.col(c).alias(f"_k_{c}") for c in KEY]).distinct()
+        same = hits.select(*[F.col(c).alias(f"_s_{c}") for c in (*KEY, *CONTENT)]).distinct()
+        joined = joined.join(
+            known.withColumn("_known", F.lit(True)),
+            [typed[c] == F.col(f"_k_{c}") for c in KEY], "left",
+        ).join(
+            same.withColumn("_stored_same", F.lit(True)),
+            [typed[c].eqNullSafe(F.col(f"_s_{c}")) for c in (*KEY, *CONTENT)], "left",
+        )
+    else:
+        joined = joined.withColumn("_known", F.lit(None).cast("boolean")).withColumn(
+            "_stored_same", F.lit(None).cast("boolean"))
+    first = F.col("_first")
+    is_first = first.isNull() | ((first["_file_no"] == F.col("_file_no"))
+                                 & (first["_pid"] == F.col("_pid"))
+                                 & (first["_mid"] == F.col("_mid")))
     same_as_first: Column = F.lit(True)
     for c in CONTENT:
-        same_as_first = same_as_first & typed[c].eqNullSafe(F.col(f"_first_{c}"))
+        same_as_first = same_as_first & typed[c].eqNullSafe(first[c])
+    ok = F.col("reason").isNull()
     stored_same = F.coalesce(F.col("_stored_same"), F.lit(False))
     is_known = F.coalesce(F.col("_known"), F.lit(False))
-    reason = (F.when(~good, F.col("reason"))
+    reason = (F.when(~ok, F.col("reason"))
               .when(stored_same, F.lit(None))
               .when(is_known, F.lit(R_CONFLICT_STORED))
-              .when(F.col("_is_first") | same_as_first, F.lit(None))
+              .when(is_first | same_as_first, F.lit(None))
               .otherwise(F.lit(R_CONFLICT_FILE)))
     outcome = (F.when(reason.isNotNull(), F.lit(QUARANTINED))
-               .when(stored_same | ~F.col("_is_first"), F.lit(DUPLICATE))
+               .when(stored_same | ~is_first, F.lit(DUPLICATE))
                .otherwise(F.lit(INGESTED)))
-    helper = [c for c in joined.columns if c.startswith(("_first_", "_k_", "_s_"))]
+    helper = [c for c in joined.columns if c.startswith(("_r_", "_k_", "_s_"))]
     return (joined.withColumn("outcome", outcome).withColumn("reason", reason)
-            .drop("_is_first", "_known", "_stored_same", *helper))
+            .drop("_first", "_n", "_known", "_stored_same", *helper))
+
+
+def _counts(classified: DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    counts = {INGESTED: 0, QUARANTINED: 0, DUPLICATE: 0}
+    reasons: dict[str, int] = {}
+    for row in classified.groupBy("outcome", "reason").count().collect():
+        counts[row["outcome"]] += row["count"]
+        if row["reason"] is not None:
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
+    return counts, reasons
+
+
+def _append_validated(table: str, rows: DataFrame, since: int | None) -> None:
+    """Append `rows`, failing with a conflict if anything was added to `table` after snapshot
+    `since` (None: after it was empty).
+
+    An overwrite that deletes nothing commits as an append, but with serializable validation
+    from `since`, which a plain append has not. Written without a shuffle: the batch is
+    already on the executors, and `rollup maintain` compacts small files.
+    """
+    writer = (rows.writeTo(table).option("isolation-level", "serializable")
+              .option("distribution-mode", "none").option("fanout-enabled", "true"))
+    if since is not None:
+        writer = writer.option("validate-from-snapshot-id", str(since))
+    writer.overwrite(F.lit(False))
+
+
+def _commit_trades(tables: Tables, classified: DataFrame, now: datetime,
+                   since: int | None) -> None:
+    """Append the ingested rows of `classified`, validated from snapshot `since`."""
+    rows = classified.where(F.col("outcome") == INGESTED).select(
+        *[F.col(f"_{c}").alias(c) for c in (*KEY, *CONTENT)],
+        F.lit(now).cast("timestamp").alias("ingested_at"))
+    _append_validated(tables.trades, rows, since)
 
 
 def ingest_file(
@@ -309,8 +424,12 @@ def ingest_file(
     time_unit: str | None = None,
     bounds: TimeBounds | None = None,
     ingest_id: str | None = None,
+    trade_ids: TradeIds | None = None,
+    progress: Callable[[str], None] | None = None,
+    attempts: int = COMMIT_ATTEMPTS,
 ) -> IngestReport:
-    """Validate one file and append its good rows; bad rows go to quarantine with a reason.
+    """Validate one file (or directory) and store its good rows exactly once; bad rows go to
+    quarantine with a reason.
 
     Args:
         tables: where the trades and `trades_rejected` tables live.
@@ -319,61 +438,108 @@ def ingest_file(
         time_unit: s, ms, us or ns when `ts` holds epoch numbers; None for ISO-8601 text.
         bounds: accepted trade times (default 2009-01-01 to now + 1 day).
         ingest_id: id stored with quarantined rows (default from the clock).
+        trade_ids: the feed's trade-id scheme (default 64-bit integers; see rollup.trade_ids).
+        progress: called with one line per phase (rows and rows/s), e.g. to print on a
+            terminal; None is quiet.
+        attempts: commits tried when concurrent ingests race (each retry re-checks the batch
+            against the trades that won).
 
     Raises:
         InputError: the file cannot be used at all; nothing of it was written.
+        IngestConflictError: every attempt lost a race with another writer.
     """
     spark = tables.spark
     file = Path(path).expanduser().resolve()
+    ids = trade_ids or TradeIds()
+    say = progress or (lambda _message: None)
     now = datetime.now(UTC)
+    started = monotonic()
     ingest_id = ingest_id or f"ingest-{now:%Y%m%dT%H%M%S%f}"
-    raw, ts_is_timestamp = _read(spark, file, fmt)
-    unit = None if ts_is_timestamp else time_unit
+    required = [c for c in REQUIRED if c != "trade_id" or ids.scheme != "none"]
+    raw = _read(spark, file, fmt, required)
+    unit = None if _is_timestamp(raw.schema["ts"].dataType) else time_unit
+    tables.require(tables.trades_table)
+    tables.upgrade_trades()
     try:
-        checked = validate(raw, time_unit=unit, bounds=bounds or TimeBounds(), now=now)
-        stored = tables.read_trades().select(*KEY, *CONTENT)
-        classified = classify(checked, stored).localCheckpoint(eager=True)
-        summary = classified.groupBy("outcome", "reason").count().collect()
+        checked = _checked(raw, time_unit=unit, bounds=bounds or TimeBounds(), now=now,
+                           ids=ids).localCheckpoint(eager=True)
+        days = _days(checked)
     except RollupError:
         raise
     except Exception as exc:  # noqa: BLE001 - a file Spark fails to read: one line
         raise InputError(f"{file}: cannot be read ({one_line(exc)})") from None
-    counts = {INGESTED: 0, QUARANTINED: 0, DUPLICATE: 0}
-    reasons: dict[str, int] = {}
-    for row in summary:
-        counts[row["outcome"]] += row["count"]
-        if row["reason"] is not None:
-            reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
-    read = sum(counts.values())
-    if read == 0:
-        raise InputError(f"{file}: no data rows")
-    if counts[QUARANTINED] == read and len(reasons) == 1 and is_systematic(next(iter(reasons))):
-        raise InputError(f"{file}: every row fails with '{next(iter(reasons))}': a column has "
-                         "the wrong type or order (or --time-unit is wrong); nothing written")
-    if counts[QUARANTINED]:
-        _quarantine(tables, classified.where(F.col("outcome") == QUARANTINED), now, ingest_id)
-    if counts[INGESTED]:
-        classified.where(F.col("outcome") == INGESTED).select(
-            *[F.col(f"_{c}").alias(c) for c in (*KEY, *CONTENT)],
-            F.lit(now).cast("timestamp").alias("ingested_at"),
-        ).writeTo(tables.trades).append()
-    return IngestReport(str(file), read, counts[INGESTED], counts[QUARANTINED],
-                        counts[DUPLICATE], reasons, ingest_id)
+    for attempt in range(1, attempts + 1):
+        since = current_snapshot(spark, tables.trades)
+        classified = classify(checked, _stored_in(tables, days, since)).localCheckpoint(
+            eager=True)
+        counts, reasons = _counts(classified)
+        read = sum(counts.values())
+        if attempt == 1:
+            seconds = monotonic() - started
+            say(f"{file.name}: {read:,} rows read and checked in {seconds:.1f} s "
+                f"({read / max(seconds, 1e-9):,.0f} rows/s) against {len(days)} day(s) of "
+                "stored trades")
+        if read == 0:
+            raise InputError(f"{file}: no data rows")
+        if (counts[QUARANTINED] == read and len(reasons) == 1
+                and is_systematic(next(iter(reasons)))):
+            raise InputError(f"{file}: every row fails with '{next(iter(reasons))}': a column "
+                             "has the wrong type or order (or --time-unit is wrong); nothing "
+                             "written")
+        try:
+            if counts[INGESTED]:
+                _commit_trades(tables, classified, now, since)
+        except Exception as exc:  # noqa: BLE001 - a lost race is retried, anything else not
+            if not is_commit_conflict(exc):
+                raise
+            if attempt == attempts:
+                raise IngestConflictError(
+                    f"{file}: another writer changed the trades table during each of "
+                    f"{attempts} attempts; nothing of this file was stored: run the ingest "
+                    "again") from None
+            say(f"{file.name}: another writer committed first; checking again "
+                f"(attempt {attempt + 1} of {attempts})")
+            continue
+        if counts[QUARANTINED]:
+            rejected = with_source_rows(checked, classified.where(
+                F.col("outcome") == QUARANTINED))
+            _quarantine(tables, rejected, now, ingest_id)
+        seconds = monotonic() - started
+        say(f"{file.name}: {counts[INGESTED]:,} rows stored in {seconds:.1f} s "
+            f"({read / max(seconds, 1e-9):,.0f} rows/s)")
+        return IngestReport(str(file), read, counts[INGESTED], counts[QUARANTINED],
+                            counts[DUPLICATE], reasons, ingest_id, attempt - 1)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 REJECTED_COLUMN_NAMES = (*REQUIRED, *OPTIONAL, "source_file", "source_row", "reason",
                          "rejected_at", "ingest_id")
 
 
-def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: str) -> None:
-    """Append rejected rows, skipping rows already quarantined from the same file and row."""
+def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: str,
+                attempts: int = COMMIT_ATTEMPTS) -> None:
+    """Append rejected rows, skipping rows already quarantined from the same file and row.
+
+    Validated like the trades write, so two ingests of one file quarantine each row once.
+    """
     target = tables.name(REJECTED_TABLE)
-    stored = tables.spark.table(target).select("source_file", "source_row", "reason")
-    fresh = rejected.join(stored, ["source_file", "source_row", "reason"], "left_anti")
-    fresh.select(
-        *REQUIRED, *OPTIONAL, "source_file", "source_row", "reason",
-        F.lit(now).cast("timestamp").alias("rejected_at"), F.lit(ingest_id).alias("ingest_id"),
-    ).writeTo(target).append()
+    spark = tables.spark
+    for attempt in range(1, attempts + 1):
+        since = current_snapshot(spark, target)
+        fresh = rejected
+        if since is not None:
+            stored = read_at(spark, target, since).select("source_file", "source_row", "reason")
+            fresh = rejected.join(stored, ["source_file", "source_row", "reason"], "left_anti")
+        rows = fresh.select(
+            *REQUIRED, *OPTIONAL, "source_file", "source_row", "reason",
+            F.lit(now).cast("timestamp").alias("rejected_at"),
+            F.lit(ingest_id).alias("ingest_id"))
+        try:
+            _append_validated(target, rows, since)
+            return
+        except Exception as exc:  # noqa: BLE001 - a lost race is retried, anything else not
+            if not is_commit_conflict(exc) or attempt == attempts:
+                raise
 
 
 def quarantine_rows(tables: Tables, rejected: DataFrame, *, ingest_id: str) -> None:

@@ -19,6 +19,7 @@ from pyspark.sql import types as T
 
 from rollup.errors import ConfigError, InputError, TimeframeError
 from rollup.timeframes import Timeframe
+from rollup.trade_ids import R_DAILY, R_INTEGER, TradeIds
 
 TIME_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
 TEXT_COLUMNS = ("exchange", "symbol", "trade_id", "ts", "price", "quantity", "side")
@@ -39,7 +40,7 @@ MAX_QUANTITY = "999999999999.99999999"
 
 # Reasons in the order the rules are applied (a row gets the first one it breaks).
 R_FIELDS = "row has the wrong number of fields"
-R_TRADE_ID = "trade_id is not a 64-bit integer"
+R_TRADE_ID = R_INTEGER
 R_TS_NUMBER = "ts is a number but no time unit was given (--time-unit)"
 R_TS = "unparsable ts"
 R_TS_FINE = "ts finer than microseconds"
@@ -58,7 +59,7 @@ R_SIDE = "side is not buy or sell"
 R_CONFLICT_FILE = "trade_id repeated in this file with different content"
 R_CONFLICT_STORED = "trade_id already stored with different content"
 
-TYPE_REASONS = frozenset({R_TRADE_ID, R_TS_NUMBER, R_TS, R_PRICE_NUMBER, R_QTY_NUMBER})
+TYPE_REASONS = frozenset({R_TRADE_ID, R_DAILY, R_TS_NUMBER, R_TS, R_PRICE_NUMBER, R_QTY_NUMBER})
 
 
 def is_systematic(reason: str) -> bool:
@@ -125,10 +126,10 @@ class TimeBounds:
     def from_config(cls, section: Mapping[str, Any] | None) -> TimeBounds:
         """Bounds from the `[ingest]` TOML section: `earliest` (date) and `max_ahead` ("1d")."""
         section = dict(section or {})
-        unknown = sorted(set(section) - {"earliest", "max_ahead"})
+        unknown = sorted(set(section) - {"earliest", "max_ahead", "trade_ids", "trade_id_zone"})
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [ingest]: expected "
-                              "earliest and max_ahead")
+                              "earliest, max_ahead, trade_ids and trade_id_zone")
         kwargs: dict[str, Any] = {}
         if "earliest" in section:
             value = section["earliest"]
@@ -163,6 +164,22 @@ def as_text(df: DataFrame) -> tuple[DataFrame, bool]:
                .alias(c) for c in TEXT_COLUMNS]
     others = [c for c in df.columns if c not in TEXT_COLUMNS]
     return df.select(*columns, *others), is_timestamp
+
+
+def with_trade_columns(df: DataFrame) -> DataFrame:
+    """`df` with every trade column present (a missing one is null text); types are kept."""
+    missing = [F.lit(None).cast("string").alias(c) for c in TEXT_COLUMNS if c not in df.columns]
+    return df.select("*", *missing) if missing else df
+
+
+def _typed_decimal(raw: Column, kind: T.DataType | None,
+                   precision_type: str) -> tuple[Column, Column, Column, Column] | None:
+    """The fast path of `_decimal` for an integer or decimal column of at most 8 decimals."""
+    exact = isinstance(kind, T.DecimalType) and kind.scale <= SCALE
+    if not (exact or isinstance(kind, T.ByteType | T.ShortType | T.IntegerType | T.LongType)):
+        return None
+    yes, no = F.lit(True), F.lit(False)
+    return raw.cast(precision_type), yes, no, yes
 
 
 def parse_ts(raw: Column, time_unit: str | None) -> Column:
@@ -213,49 +230,69 @@ def _decimal(text: Column, precision_type: str) -> tuple[Column, Column, Column,
 
 
 def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
-             now: datetime | None = None) -> DataFrame:
-    """Add canonical typed columns (`_exchange` ... `_side`) and `reason` (null when good).
+             now: datetime | None = None, trade_ids: TradeIds | None = None) -> DataFrame:
+    """Add canonical typed columns (`_exchange` ... `_side`, `_trade_ref`) and `reason`.
 
-    `raw` has the text columns of TEXT_COLUMNS (side may be null) and optionally
-    CORRUPT_COLUMN; every other column is kept. Built in three projections (trimmed text,
-    parsed values and flags, reason) so each expression is computed once per row.
+    `raw` has the trade columns of TEXT_COLUMNS, as text or already typed (a timestamp `ts`,
+    decimal or integer `price`/`quantity`/`trade_id`: those skip text parsing), and
+    optionally CORRUPT_COLUMN; every other column is kept. `reason` is null for good rows.
+    `_trade_id` is the stored key of the `trade_ids` scheme (null for the `none` scheme,
+    whose key needs the row order: `rollup.ingest` adds it). Built in three projections
+    (trimmed text, parsed values and flags, reason) so each expression is computed once.
     """
     _check_unit(time_unit)
+    ids = trade_ids or TradeIds()
     now = now or datetime.now(UTC)
-    trimmed = raw.select("*", *[F.trim(F.col(c)).alias(f"_t_{c}") for c in TEXT_COLUMNS])
+    raw = with_trade_columns(raw)
+    kinds = {f.name: f.dataType for f in raw.schema.fields}
+    texts = [F.trim(F.col(c).cast("string")).alias(f"_t_{c}") for c in TEXT_COLUMNS]
+    trimmed = raw.select("*", *texts)
     t = {c: F.col(f"_t_{c}") for c in TEXT_COLUMNS}
-    price, price_number, price_nan, price_fits = _decimal(t["price"], "decimal(18,8)")
-    qty, qty_number, qty_nan, qty_fits = _decimal(t["quantity"], "decimal(20,8)")
-    if time_unit is None:
-        ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER)
+    price = (_typed_decimal(F.col("price"), kinds["price"], "decimal(18,8)")
+             or _decimal(t["price"], "decimal(18,8)"))
+    qty = (_typed_decimal(F.col("quantity"), kinds["quantity"], "decimal(20,8)")
+           or _decimal(t["quantity"], "decimal(20,8)"))
+    ts_typed = isinstance(kinds["ts"], T.TimestampType | T.TimestampNTZType)
+    if ts_typed:
+        ts_value, ts_unit_problem, sub_micro = (F.col("ts").cast("timestamp"), F.lit(False),
+                                                F.lit(False))
     else:
-        ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER) & ~_epoch_exact(t["ts"], time_unit)
+        ts_value, sub_micro = parse_ts(t["ts"], time_unit), t["ts"].rlike(_SUB_MICRO)
+        ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER)
+        if time_unit is not None:
+            ts_unit_problem = ts_unit_problem & ~_epoch_exact(t["ts"], time_unit)
+    integral_id = isinstance(kinds["trade_id"], T.ByteType | T.ShortType | T.IntegerType
+                             | T.LongType)
+    if ids.scheme == "integer" and integral_id:
+        id_key, id_problem = F.col("trade_id").cast("long"), None
+    else:
+        id_key, id_problem = ids.key(t["trade_id"], F.col("_ts"))
     parsed = trimmed.select(
-        "*",
-        F.when(t["trade_id"].rlike(_INTEGER), F.regexp_replace(t["trade_id"], r"\.0*$", "")
-               .cast("long")).alias("_trade_id"),
-        parse_ts(t["ts"], time_unit).alias("_ts"),
-        ts_unit_problem.alias("_f_ts_unit"),
-        price.alias("_price"), price_number.alias("_f_price_number"),
-        price_nan.alias("_f_price_nan"), price_fits.alias("_f_price_fits"),
-        qty.alias("_quantity"), qty_number.alias("_f_qty_number"),
-        qty_nan.alias("_f_qty_nan"), qty_fits.alias("_f_qty_fits"),
+        "*", ts_value.alias("_ts"), ts_unit_problem.alias("_f_ts_unit"),
+        sub_micro.alias("_f_ts_fine"),
+        price[0].alias("_price"), price[1].alias("_f_price_number"),
+        price[2].alias("_f_price_nan"), price[3].alias("_f_price_fits"),
+        qty[0].alias("_quantity"), qty[1].alias("_f_qty_number"),
+        qty[2].alias("_f_qty_nan"), qty[3].alias("_f_qty_fits"),
         F.lower(t["side"]).alias("_f_side"),
-    )
+    ).select("*", id_key.alias("_trade_id"),
+             (id_problem if id_problem is not None else F.lit(None).cast("string"))
+             .alias("_f_id_problem"))
     c = F.col
     side = c("_f_side")
-    checks: list[tuple[Column, str]] = []
+    required = [n for n in ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
+                if n != "trade_id" or ids.scheme != "none"]
+    checks: list[tuple[Column, str | Column]] = []
     if CORRUPT_COLUMN in raw.columns:
         checks.append((c(CORRUPT_COLUMN).isNotNull(), R_FIELDS))
-    checks += [(t[name].isNull() | (t[name] == ""), _missing(name))
-               for name in ("exchange", "symbol", "trade_id", "ts", "price", "quantity")]
+    checks += [(t[name].isNull() | (t[name] == ""), _missing(name)) for name in required]
     checks += [
         (~t["exchange"].rlike(_NAME), _malformed("exchange")),
         (~t["symbol"].rlike(_NAME), _malformed("symbol")),
-        (c("_trade_id").isNull(), R_TRADE_ID),
+        (c("_f_id_problem").isNotNull(), c("_f_id_problem")),
         (c("_f_ts_unit"), R_TS_NUMBER if time_unit is None else R_TS_FINE),
         (c("_ts").isNull(), R_TS),
-        (t["ts"].rlike(_SUB_MICRO), R_TS_FINE),
+        (c("_f_ts_fine"), R_TS_FINE),
         (c("_ts") < F.lit(bounds.earliest), _ts_early(bounds)),
         (c("_ts") >= F.lit(bounds.latest(now)), _ts_late(bounds)),
         (c("_f_price_nan"), R_PRICE_NAN),
@@ -274,13 +311,15 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
     ]
     reason: Column = F.lit(None).cast("string")
     for failed, text in reversed(checks):
-        reason = F.when(F.coalesce(failed, F.lit(False)), F.lit(text)).otherwise(reason)
+        value = text if isinstance(text, Column) else F.lit(text)
+        reason = F.when(F.coalesce(failed, F.lit(False)), value).otherwise(reason)
     return parsed.select(
         *raw.columns,
         t["exchange"].alias("_exchange"),
         t["symbol"].alias("_symbol"),
         "_trade_id", "_ts", "_price", "_quantity",
         F.when(side.isin(*_SIDES), side).alias("_side"),
+        (t["trade_id"] if ids.keeps_ref else F.lit(None).cast("string")).alias("_trade_ref"),
         reason.alias("reason"),
     )
 
@@ -300,13 +339,16 @@ def canonical(validated: DataFrame) -> DataFrame:
 
 def validate_trades(df: DataFrame, *, time_unit: str | None = None,
                     bounds: TimeBounds | None = None,
-                    now: datetime | None = None) -> DataFrame:
+                    now: datetime | None = None,
+                    trade_ids: TradeIds | None = None) -> DataFrame:
     """Validate a frame of trades with any column types (e.g. an external trades table).
 
-    Returns `validate`'s result: the text columns, the typed `_...` columns and `reason`.
-    Use `canonical` for the good rows; rows with a reason are the ones to quarantine.
-    A timestamp-typed `ts` ignores `time_unit`.
+    Returns `validate`'s result: the original columns, the typed `_...` columns and
+    `reason`. Use `canonical` for the good rows; rows with a reason are the ones to
+    quarantine. A timestamp-typed `ts` ignores `time_unit`.
     """
-    text, ts_is_timestamp = as_text(df)
-    unit = None if ts_is_timestamp else time_unit
-    return validate(text, time_unit=unit, bounds=bounds or TimeBounds(), now=now)
+    df = with_trade_columns(df)
+    ts_kind = df.schema["ts"].dataType
+    unit = None if isinstance(ts_kind, T.TimestampType | T.TimestampNTZType) else time_unit
+    return validate(df, time_unit=unit, bounds=bounds or TimeBounds(), now=now,
+                    trade_ids=trade_ids)

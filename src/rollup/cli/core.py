@@ -20,6 +20,9 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=("csv", "parquet"), help="file format (default: by suffix)")
     p.add_argument("--time-unit", choices=("s", "ms", "us", "ns"),
                    help="ts holds epoch numbers in this unit (default: ISO-8601 text)")
+    p.add_argument("--trade-ids", choices=("integer", "string", "daily", "none"),
+                   help="the feed's trade-id scheme (default: [ingest] trade_ids, else integer; "
+                        "see docs/input.md)")
     p.set_defaults(handler=cmd_ingest)
 
     p = sub.add_parser("run", help="bring every level (or those up to --timeframe) up to date")
@@ -68,12 +71,18 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from rollup.cli.common import settings_from
     from rollup.ingest import ingest_files
+    from rollup.trade_ids import TradeIds
     from rollup.validate import TimeBounds
 
-    bounds = TimeBounds.from_config(settings_from(args).extra.get("ingest"))  # [ingest] section
+    section = settings_from(args).extra.get("ingest") or {}  # the [ingest] section
+    bounds = TimeBounds.from_config(section)
+    if args.trade_ids:
+        section = {**section, "trade_ids": args.trade_ids}
+    trade_ids = TradeIds.from_config(section)
     tables = tables_from(args)
     reports, errors = ingest_files(tables, args.files, fmt=args.format, time_unit=args.time_unit,
-                                   bounds=bounds)
+                                   bounds=bounds, trade_ids=trade_ids,
+                                   progress=progress if sys.stderr.isatty() else None)
     for report in reports:
         print(report.describe())
     for error in errors:
