@@ -636,9 +636,9 @@ class BenchReport:
     def table(self) -> str:
         parts = self.config.parts
         only = "" if set(parts) == set(PARTS) else f" ({', '.join(parts)} only)"
-        lines = [f"rollup bench{only}: {self.config.trades:,} trades, {self.config.symbols} "
-                 f"symbols, 1 day; Spark {self.master}; median of {self.config.repeats} "
-                 "repeat(s)", ""]
+        size = f"{self.config.trades:,} trades, " if "plan" in parts else ""
+        lines = [f"rollup bench{only}: {size}{self.config.symbols} symbols, 1 day; "
+                 f"Spark {self.master}; median of {self.config.repeats} repeat(s)", ""]
         lines.append(f"{'measure':<28}{'wall s':>10}{'cpu s':>10}{'ns/trade':>10}")
         for timing in self.timings.values():
             cpu = timing.cpu_seconds
