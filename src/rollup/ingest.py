@@ -258,6 +258,21 @@ def _read(spark: SparkSession, path: Path, fmt: str | None,
         "_mid", F.monotonically_increasing_id())
 
 
+SPREAD_BYTES = 16 << 20
+"""Input of at least this size is spread over every core when Spark reads it in fewer
+partitions (a Parquet file of one row group is read by one task)."""
+
+
+def _spread(spark: SparkSession, raw: DataFrame, path: Path) -> DataFrame:
+    """`raw` repartitioned over the cores if it is large and read by fewer tasks; its row
+    order columns (`_pid`, `_mid`) are kept, so row numbers do not change."""
+    cores = spark.sparkContext.defaultParallelism
+    size = sum(f.stat().st_size for f in _data_files(path))
+    if size < SPREAD_BYTES or raw.rdd.getNumPartitions() >= cores:
+        return raw
+    return raw.repartition(cores)
+
+
 def with_source_rows(df: DataFrame, rows: DataFrame | None = None) -> DataFrame:
     """`rows` (default `df`) with `source_row`: the 1-based row number within its file.
 
@@ -327,6 +342,27 @@ def _stored_in(tables: Tables, days: Sequence[date], snapshot: int | None) -> Da
     return stored.where(in_ranges("ts", spans)).select(*KEY, *CONTENT)
 
 
+BROADCAST_ROWS = 500_000
+"""Repeated or stored keys up to this many are joined back by broadcast (no shuffle)."""
+
+
+def _join_small(big: DataFrame, small: DataFrame, on: list[Column],
+                flag: str | None = None) -> DataFrame:
+    """Left join of `big` with `small`, materialised first: skipped when `small` is empty,
+    broadcast when it is small. `flag` names a column that is true for matched rows."""
+    small = small.localCheckpoint(eager=True)
+    rows = small.count()
+    if rows == 0:
+        extra = [F.lit(None).cast(f.dataType).alias(f.name) for f in small.schema.fields]
+        out = big.select("*", *extra)
+    else:
+        out = big.join(F.broadcast(small) if rows <= BROADCAST_ROWS else small, on, "left")
+    if flag is not None:
+        out = out.withColumn(flag, F.coalesce(F.col(f"_{flag}_hit"), F.lit(False))).drop(
+            f"_{flag}_hit")
+    return out
+
+
 def classify(checked: DataFrame, stored: DataFrame | None) -> DataFrame:
     """Give every validated row an `outcome` (ingested, quarantined, duplicate) and reason.
 
@@ -334,41 +370,42 @@ def classify(checked: DataFrame, stored: DataFrame | None) -> DataFrame:
     is a duplicate; with different content it is quarantined. Within the batch, the first
     row of a key (by file, then row) counts; a later row with the same content is a
     duplicate, with different content it is quarantined. Only keys that repeat in the batch
-    or are stored are joined back, so a batch of new trades costs one aggregation.
+    or are stored are joined back (materialised, by broadcast when small), so a batch of new
+    trades costs one aggregation of its keys and no shuffle of its rows.
     """
     typed = {c: F.col(f"_{c}") for c in (*KEY, *CONTENT)}
     good = checked.where(F.col("reason").isNull())
     keys = [typed[c].alias(c) for c in KEY]
-    order = F.struct("_file_no", "_pid", "_mid", *[typed[c].alias(c) for c in CONTENT])
-    repeated = (good.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n"),
-                                        F.min(order).alias("_first"))
-                .where(F.col("_n") > 1).select(*[F.col(c).alias(f"_r_{c}") for c in KEY],
-                                               "_first"))
-    joined = checked.join(repeated, [typed[c] == F.col(f"_r_{c}") for c in KEY], "left")
+    # `_mid` orders the rows of a batch by file, then row: the first of a repeated key is
+    # its smallest `_mid`.
+    counted = good.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n"),
+                                      F.min("_mid").alias("_first_mid")).where(F.col("_n") > 1)
+    firsts = good.select(*keys, "_mid", F.struct(*[typed[c].alias(c) for c in CONTENT])
+                         .alias("_first")).join(
+        counted.withColumnRenamed("_first_mid", "_mid"), [*KEY, "_mid"], "left_semi")
+    repeated = firsts.select(*[F.col(c).alias(f"_r_{c}") for c in KEY],
+                             F.col("_mid").alias("_first_mid"), "_first")
+    joined = _join_small(checked, repeated, [typed[c] == F.col(f"_r_{c}") for c in KEY])
     if stored is not None:
-        hits = stored.join(good.select(*keys), list(KEY), "left_semi")
+        batch_keys = good.select(*keys)
+        hits = stored.join(batch_keys, list(KEY), "left_semi").localCheckpoint(eager=True)
         known = hits.select(*[F.col(c).alias(f"_k_{c}") for c in KEY]).distinct()
         same = hits.select(*[F.col(c).alias(f"_s_{c}") for c in (*KEY, *CONTENT)]).distinct()
-        joined = joined.join(
-            known.withColumn("_known", F.lit(True)),
-            [typed[c] == F.col(f"_k_{c}") for c in KEY], "left",
-        ).join(
-            same.withColumn("_stored_same", F.lit(True)),
-            [typed[c].eqNullSafe(F.col(f"_s_{c}")) for c in (*KEY, *CONTENT)], "left",
-        )
+        joined = _join_small(joined, known.withColumn("__known_hit", F.lit(True)),
+                             [typed[c] == F.col(f"_k_{c}") for c in KEY], "_known")
+        joined = _join_small(joined, same.withColumn("__stored_same_hit", F.lit(True)),
+                             [typed[c].eqNullSafe(F.col(f"_s_{c}")) for c in (*KEY, *CONTENT)],
+                             "_stored_same")
     else:
-        joined = joined.withColumn("_known", F.lit(None).cast("boolean")).withColumn(
-            "_stored_same", F.lit(None).cast("boolean"))
+        joined = joined.withColumn("_known", F.lit(False)).withColumn(
+            "_stored_same", F.lit(False))
     first = F.col("_first")
-    is_first = first.isNull() | ((first["_file_no"] == F.col("_file_no"))
-                                 & (first["_pid"] == F.col("_pid"))
-                                 & (first["_mid"] == F.col("_mid")))
+    is_first = first.isNull() | (F.col("_first_mid") == F.col("_mid"))
     same_as_first: Column = F.lit(True)
     for c in CONTENT:
         same_as_first = same_as_first & typed[c].eqNullSafe(first[c])
     ok = F.col("reason").isNull()
-    stored_same = F.coalesce(F.col("_stored_same"), F.lit(False))
-    is_known = F.coalesce(F.col("_known"), F.lit(False))
+    stored_same, is_known = F.col("_stored_same"), F.col("_known")
     reason = (F.when(~ok, F.col("reason"))
               .when(stored_same, F.lit(None))
               .when(is_known, F.lit(R_CONFLICT_STORED))
@@ -379,7 +416,7 @@ def classify(checked: DataFrame, stored: DataFrame | None) -> DataFrame:
                .otherwise(F.lit(INGESTED)))
     helper = [c for c in joined.columns if c.startswith(("_r_", "_k_", "_s_"))]
     return (joined.withColumn("outcome", outcome).withColumn("reason", reason)
-            .drop("_first", "_n", "_known", "_stored_same", *helper))
+            .drop("_first", "_first_mid", "_known", "_stored_same", *helper))
 
 
 def _counts(classified: DataFrame) -> tuple[dict[str, int], dict[str, int]]:
@@ -456,7 +493,7 @@ def ingest_file(
     started = monotonic()
     ingest_id = ingest_id or f"ingest-{now:%Y%m%dT%H%M%S%f}"
     required = [c for c in REQUIRED if c != "trade_id" or ids.scheme != "none"]
-    raw = _read(spark, file, fmt, required)
+    raw = _spread(spark, _read(spark, file, fmt, required), file)
     unit = None if _is_timestamp(raw.schema["ts"].dataType) else time_unit
     tables.require(tables.trades_table)
     tables.upgrade_trades()

@@ -98,8 +98,10 @@ class TradeIds:
         from pyspark.sql import functions as F
 
         if self.scheme == "integer":
-            key = F.when(text.rlike(r"^[+-]?[0-9]{1,19}(\.0*)?$"),
-                         F.regexp_replace(text, r"\.0*$", "").cast("long"))
+            plain = text.cast("long")  # canonical digits need no regular expression
+            key = F.when(plain.cast("string") == text, plain).when(
+                text.rlike(r"^[+-]?[0-9]{1,19}(\.0*)?$"),
+                F.regexp_replace(text, r"\.0*$", "").cast("long"))
             return key, F.when(key.isNull(), F.lit(R_INTEGER))
         if self.scheme == "string":
             return (F.xxhash64(text),

@@ -257,10 +257,16 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
         ts_value, ts_unit_problem, sub_micro = (F.col("ts").cast("timestamp"), F.lit(False),
                                                 F.lit(False))
     else:
-        ts_value, sub_micro = parse_ts(t["ts"], time_unit), t["ts"].rlike(_SUB_MICRO)
-        ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER)
-        if time_unit is not None:
-            ts_unit_problem = ts_unit_problem & ~_epoch_exact(t["ts"], time_unit)
+        ts_value = parse_ts(t["ts"], time_unit)
+        # the regular expressions run only where they can matter: a fraction of more than
+        # six digits, a value that did not parse
+        sub_micro = F.when(F.length(F.substring_index(t["ts"], ".", -1)) > 6,
+                           t["ts"].rlike(_SUB_MICRO)).otherwise(F.lit(False))
+        if time_unit is None:
+            ts_unit_problem = F.when(ts_value.isNull(), t["ts"].rlike(_EPOCH_NUMBER)).otherwise(
+                F.lit(False))
+        else:
+            ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER) & ~_epoch_exact(t["ts"], time_unit)
     integral_id = isinstance(kinds["trade_id"], T.ByteType | T.ShortType | T.IntegerType
                              | T.LongType)
     if ids.scheme == "integer" and integral_id:
