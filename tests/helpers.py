@@ -17,7 +17,8 @@ from rollup.tables import Tables
 
 def trades_frame(spark: Any, rows: list[tuple]) -> DataFrame:  # type: ignore[type-arg]
     """Canonical trades (exchange, symbol, trade_id, ts, price, quantity) as a DataFrame."""
-    return spark.createDataFrame([(*r, None, None, None) for r in rows], spark_schema(TRADE_COLUMNS))
+    blanks = (None,) * (len(TRADE_COLUMNS) - 6)  # side, ingested_at, trade_ref
+    return spark.createDataFrame([(*r, *blanks) for r in rows], spark_schema(TRADE_COLUMNS))
 
 
 def append_trades(tables: Tables, rows: list[tuple]) -> None:  # type: ignore[type-arg]
