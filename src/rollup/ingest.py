@@ -386,9 +386,13 @@ def classify(checked: DataFrame, stored: DataFrame | None) -> DataFrame:
     repeated = firsts.select(*[F.col(c).alias(f"_r_{c}") for c in KEY],
                              F.col("_mid").alias("_first_mid"), "_first")
     joined = _join_small(checked, repeated, [typed[c] == F.col(f"_r_{c}") for c in KEY])
+    hits = None
     if stored is not None:
-        batch_keys = good.select(*keys)
-        hits = stored.join(batch_keys, list(KEY), "left_semi").localCheckpoint(eager=True)
+        hits = stored.join(good.select(*keys), list(KEY), "left_semi").localCheckpoint(
+            eager=True)
+        if hits.isEmpty():  # no stored trade shares a key with the batch
+            hits = None
+    if hits is not None:
         known = hits.select(*[F.col(c).alias(f"_k_{c}") for c in KEY]).distinct()
         same = hits.select(*[F.col(c).alias(f"_s_{c}") for c in (*KEY, *CONTENT)]).distinct()
         joined = _join_small(joined, known.withColumn("__known_hit", F.lit(True)),
