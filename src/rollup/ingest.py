@@ -42,6 +42,7 @@ from rollup.validate import (
     TimeBounds,
     is_systematic,
     validate,
+    with_ordinal_keys,
     with_trade_columns,
 )
 
@@ -295,18 +296,6 @@ def read_raw(spark: SparkSession, path: Path, fmt: str | None = None) -> DataFra
     return with_source_rows(_read(spark, Path(path), fmt)).drop("_file_no", "_pid", "_mid")
 
 
-def _with_none_keys(checked: DataFrame, ids: TradeIds) -> DataFrame:
-    """Keys of the `none` scheme: the rank of each good trade within its file, exchange,
-    symbol and microsecond, in row order."""
-    good = F.col("reason").isNull()
-    rank = F.row_number().over(Window.partitionBy(
-        good, "_file_no", "_exchange", "_symbol", "_ts").orderBy("_pid", "_mid")) - 1
-    ranked = checked.withColumn("_rank", rank)
-    key, crowded = ids.ordinal_key(F.col("_ts"), F.col("_rank"))
-    return ranked.withColumn("_trade_id", F.when(good, key)).withColumn(
-        "reason", F.when(good, crowded).otherwise(F.col("reason"))).drop("_rank")
-
-
 def _checked(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds, now: datetime,
              ids: TradeIds) -> DataFrame:
     """Validated rows, narrowed to what classification and quarantine need.
@@ -314,8 +303,8 @@ def _checked(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds, now: 
     Good rows keep their typed columns only; rejected rows also keep their original text.
     """
     checked = validate(raw, time_unit=time_unit, bounds=bounds, now=now, trade_ids=ids)
-    if ids.needs_order:
-        checked = _with_none_keys(checked, ids)
+    if ids.needs_order:  # rank within each file's microsecond, in row order
+        checked = with_ordinal_keys(checked, ids, within=["_file_no"], order=["_mid"])
     bad = F.col("reason").isNotNull()
     return checked.select(
         "_file_no", "_pid", "_mid", "source_file", *TYPED, "reason",

@@ -8,7 +8,7 @@ the reason of the first rule it breaks (`REASONS` lists them in that order).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -330,6 +330,21 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
     )
 
 
+def with_ordinal_keys(checked: DataFrame, ids: TradeIds, *, within: Sequence[str],
+                      order: Sequence[str]) -> DataFrame:
+    """`validate`'s rows with the keys of the `none` scheme: each good trade's rank among
+    the good trades of its exchange, symbol, microsecond and `within` columns, by `order`."""
+    from pyspark.sql import Window
+
+    good = F.col("reason").isNull()
+    rank = F.row_number().over(Window.partitionBy(
+        good, *within, "_exchange", "_symbol", "_ts").orderBy(*order)) - 1
+    ranked = checked.withColumn("_rank", rank)
+    key, crowded = ids.ordinal_key(F.col("_ts"), F.col("_rank"))
+    return ranked.withColumn("_trade_id", F.when(good, key)).withColumn(
+        "reason", F.when(good, crowded).otherwise(F.col("reason"))).drop("_rank")
+
+
 def canonical(validated: DataFrame) -> DataFrame:
     """The good rows of `validate` in the trades-table column order (without ingested_at)."""
     return validated.where(F.col("reason").isNull()).select(
@@ -351,10 +366,17 @@ def validate_trades(df: DataFrame, *, time_unit: str | None = None,
 
     Returns `validate`'s result: the original columns, the typed `_...` columns and
     `reason`. Use `canonical` for the good rows; rows with a reason are the ones to
-    quarantine. A timestamp-typed `ts` ignores `time_unit`.
+    quarantine. A timestamp-typed `ts` ignores `time_unit`. With the `none` trade-id scheme
+    a table has no row order, so the trades of one microsecond are ranked by price,
+    quantity and side.
     """
     df = with_trade_columns(df)
     ts_kind = df.schema["ts"].dataType
     unit = None if isinstance(ts_kind, T.TimestampType | T.TimestampNTZType) else time_unit
-    return validate(df, time_unit=unit, bounds=bounds or TimeBounds(), now=now,
-                    trade_ids=trade_ids)
+    ids = trade_ids or TradeIds()
+    checked = validate(df, time_unit=unit, bounds=bounds or TimeBounds(), now=now,
+                       trade_ids=ids)
+    if ids.needs_order:
+        checked = with_ordinal_keys(checked, ids, within=[],
+                                    order=["_price", "_quantity", "_side"])
+    return checked
