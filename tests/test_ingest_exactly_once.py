@@ -165,3 +165,37 @@ def test_late_batch_reads_only_the_days_it_touches(tables: Tables, tmp_path: Pat
     scan = next(line for line in plan.splitlines() if "BatchScan" in line)
     assert "filters=ts >= 1777939200000000, ts < 1778025600000000" in scan, scan
     assert sorted(r.trade_id for r in stored.collect()) == [100, 101, 102, 103, 104]
+
+
+def test_typed_parquet_skips_text_parsing_but_keeps_every_rule(tables: Tables,
+                                                              tmp_path: Path) -> None:
+    """Decimal, timestamp and integer columns take the typed path; their rules still hold."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ts = [T0 + timedelta(seconds=n) for n in range(5)]
+    table = pa.table({
+        "exchange": ["EX"] * 5, "symbol": ["AAA"] * 5,
+        "trade_id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+        "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "price": pa.array([Decimal("10.5"), Decimal("0"), Decimal("1.123456789"),
+                           Decimal("12345678901.5"), Decimal("7")], pa.decimal128(20, 9)),
+        "quantity": pa.array([Decimal(1)] * 4 + [Decimal(-1)], pa.decimal128(20, 8)),
+        "side": ["buy", "sell", None, "buy", "sell"],
+    })
+    path = tmp_path / "typed.parquet"
+    pq.write_table(table, path)
+    lines: list[str] = []
+    report = ingest_file(tables, path, progress=lines.append)
+    assert (report.ingested, report.quarantined) == (1, 4)
+    assert report.reasons == {"price is not positive": 1, "price has more than 8 decimals": 1,
+                              "price above 9999999999.99999999": 1, "quantity is negative": 1}
+    assert any("rows read and checked" in line and "rows/s" in line for line in lines), lines
+    assert any("rows stored" in line for line in lines), lines
+    stored = tables.read_trades().collect()
+    assert [(r.trade_id, r.price, r.side) for r in stored] == [(1, Decimal("10.50000000"), "buy")]
+    rejected = tables.spark.table(tables.name(REJECTED_TABLE)).orderBy("source_row").collect()
+    assert [(r.source_row, r.price) for r in rejected] == [
+        (2, "0E-9"), (3, "1.123456789"), (4, "12345678901.500000000"), (5, "7.000000000")]
