@@ -108,9 +108,10 @@ def chart_tables(tables: Any) -> Any:
     ts_type = trades.schema.field("ts").type
     cutoff = pa.scalar(pd.Timestamp("2024-01-02T02:00", tz="UTC"), type=ts_type)
     trades = trades.filter(pc.less(trades["ts"], cutoff))  # about 2,000 trades
-    schema = spark.table(tables.trades).drop("ingested_at").schema
+    schema = spark.table(tables.trades).drop("ingested_at", "trade_ref").schema
     frame = spark.createDataFrame(trades.to_pandas(), schema=schema)
-    frame.withColumn("ingested_at", F.current_timestamp()).writeTo(tables.trades).append()
+    frame.withColumn("ingested_at", F.current_timestamp()).withColumn(
+        "trade_ref", F.lit(None).cast("string")).writeTo(tables.trades).append()
     run_cascade(tables, up_to="5m")
     return tables
 

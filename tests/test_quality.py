@@ -74,7 +74,7 @@ def append_trades(tables: Any, arrow: Any) -> None:
         "exchange", "symbol", "trade_id", F.col("ts").cast("timestamp").alias("ts"),
         F.col("price").cast("decimal(18,8)").alias("price"),
         F.col("quantity").cast("decimal(20,8)").alias("quantity"), "side",
-        F.current_timestamp().alias("ingested_at"),
+        F.current_timestamp().alias("ingested_at"), F.lit(None).cast("string").alias("trade_ref"),
     ).writeTo(tables.trades).append()
 
 

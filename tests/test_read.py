@@ -57,9 +57,10 @@ def _append_trades(tables: Any, trades: pa.Table) -> None:
     from pyspark.sql import functions as F
 
     spark = tables.spark
-    schema = spark.table(tables.trades).drop("ingested_at").schema
+    schema = spark.table(tables.trades).drop("ingested_at", "trade_ref").schema
     frame = spark.createDataFrame(trades.to_pandas(), schema=schema)
-    frame.withColumn("ingested_at", F.current_timestamp()).writeTo(tables.trades).append()
+    frame.withColumn("ingested_at", F.current_timestamp()).withColumn(
+        "trade_ref", F.lit(None).cast("string")).writeTo(tables.trades).append()
 
 
 @pytest.fixture(scope="module")
