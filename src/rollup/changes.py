@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from rollup import state
 from rollup.iceberg import POSITION_DELETES, FileInfo, Table
 from rollup.plans import TimeRange, bucket, coarsen, in_ranges
+from rollup.source import KEY
 from rollup.tables import Tables
 from rollup.timeframes import Level
 from rollup.times import from_micros, iso
@@ -160,48 +161,63 @@ def _keys(rows: DataFrame, time_col: str, level: Level) -> DataFrame:
 
 def touched_windows(
     tables: Tables, level: Level, delta: ParentDelta, *, parent_snapshot: int,
-    level_snapshot: int | None, horizon: datetime | None,
+    level_snapshot: int | None, horizon: datetime | None, position: int | None = None,
 ) -> Touched:
-    """The level's windows that `delta` touches, at or after `horizon`."""
+    """The level's windows that `delta` (the changes since `position`) touches, at or after
+    `horizon`.
+
+    With a deduplicated source, every window holding any delivery of a changed trade id is
+    touched (the delivery that counts may move), found by a key lookup over the source.
+    """
     if delta.full:
         return Touched(True)
     if delta.empty:
         return Touched(False)
     spark = tables.spark
     root = level.parent is None
+    source = tables.source if root else None
     time_col = "ts" if root else "window_start"
-    parent_now = state.read_at(spark, tables.parent_of(level), parent_snapshot)
-    if root:
-        parent_now = tables.canonical_trades(parent_now, dedupe=False)
+    parent_raw = state.read_at(spark, tables.parent_of(level), parent_snapshot)
     parts: list[DataFrame] = []
+    changed: list[DataFrame] = []  # raw source rows whose trade ids changed (dedupe)
     if delta.row_files:
         rows = state.read_files(spark, list(delta.row_files))
+        changed.append(rows)
         if root:
             rows = tables.canonical_trades(rows, dedupe=False)
         parts.append(_keys(rows, time_col, level))
-        if root and tables.source is not None and tables.source.dedupe:
-            # A re-delivered trade may move: every window holding any delivery is touched.
-            ids = rows.select("exchange", "symbol", "trade_id").distinct()
-            parts.append(_keys(parent_now.join(ids, ["exchange", "symbol", "trade_id"],
-                                               "left_semi"), time_col, level))
     if delta.position_deletes:
         rows = _position_deleted_rows(spark, delta.position_deletes)
+        changed.append(rows)
         if root:
             rows = tables.canonical_trades(rows, dedupe=False)
         parts.append(_keys(rows, time_col, level))
     if delta.spans:
         # Deleted rows are gone from the parent: windows with rows left, and stored bars.
         spans = list(delta.spans)
-        parts.append(_keys(parent_now.where(in_ranges(time_col, spans)), time_col, level))
+        now = (tables.canonical_trades(parent_raw, dedupe=False, ranges=spans) if root
+               else parent_raw)
+        parts.append(_keys(now.where(in_ranges(time_col, spans)), time_col, level))
         tf = level.timeframe
         widened = [(tf.floor(lo), hi) for lo, hi in spans]
         stored = state.read_at(spark, tables.bars(level), level_snapshot)
         parts.append(stored.where(in_ranges("window_start", widened))
                      .select("exchange", "symbol", "window_start"))
-    keys = parts[0]
+        if source is not None and source.dedupe:  # the ids in the spans, before and after
+            for raw in (parent_raw, state.read_at(spark, tables.parent_of(level), position)):
+                inside = source.time_filter(raw, spans)
+                changed.append(raw if inside is None else raw.where(inside))
+    if source is not None and source.dedupe and changed:
+        # A re-delivered trade may move: every window holding any delivery is touched.
+        keys = [source.column(c) for c in (*KEY, "ts")]
+        of = changed[0].select(*keys)
+        for more in changed[1:]:
+            of = of.unionByName(more.select(*keys))
+        parts.append(_keys(source.deliveries(parent_raw, of), time_col, level))
+    keys_df = parts[0]
     for part in parts[1:]:
-        keys = keys.unionByName(part)
-    return collect_keys(keys.distinct(), horizon)
+        keys_df = keys_df.unionByName(part)
+    return collect_keys(keys_df.distinct(), horizon)
 
 
 def _plain_path(column: str) -> Column:

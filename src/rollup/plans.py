@@ -335,8 +335,7 @@ class Rollup:
         """The bars of the windows `keys` (exchange, symbol, window_start) whose distinct
         starts are `starts`: any number of scattered windows, with a bounded plan."""
         tf = self.timeframe
-        prune = coarsen(merge_ranges(starts, tf), MAX_PRUNE_RANGES)
-        bucketed = self._bucketed(source, prune)
+        bucketed = self._bucketed(source, self.window_ranges(starts))
         if self.level.parent is not None:  # partition pruning on the exact parent days
             days = {d.date() for d in dates_in(merge_ranges(starts, tf))}
             bucketed = bucketed.where(F.col("window_date").isin(sorted(days)))
@@ -346,10 +345,20 @@ class Rollup:
     def plan_partitions(self, source: DataFrame, partitions: Sequence[date]) -> DataFrame:
         """Every bar of the level's partitions starting on `partitions` (days or months)."""
         partitioning = self.level.partitioning
-        spans = [partition_span(p, partitioning) for p in partitions]
-        bucketed = self._bucketed(source, coarsen(spans, MAX_PRUNE_RANGES))
+        bucketed = self._bucketed(source, self.partition_ranges(partitions))
         inside = window_partition("window_start", partitioning).isin(sorted(set(partitions)))
         return self._aggregate(bucketed.where(inside))
+
+    def window_ranges(self, starts: Sequence[datetime]) -> list[TimeRange]:
+        """What `plan_windows` reads for window `starts`: at most MAX_PRUNE_RANGES ranges of
+        whole windows."""
+        return self.covering(coarsen(merge_ranges(starts, self.timeframe), MAX_PRUNE_RANGES))
+
+    def partition_ranges(self, partitions: Sequence[date]) -> list[TimeRange]:
+        """What `plan_partitions` reads for `partitions`: at most MAX_PRUNE_RANGES ranges of
+        whole windows."""
+        spans = [partition_span(p, self.level.partitioning) for p in partitions]
+        return self.covering(coarsen(spans, MAX_PRUNE_RANGES))
 
     def covering(self, ranges: Sequence[TimeRange]) -> list[TimeRange]:
         """`ranges` widened to whole windows of this level (e.g. weeks around a month)."""

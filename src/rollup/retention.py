@@ -189,14 +189,15 @@ def complete_plan(tables: Tables, level: Level, ranges: Sequence[TimeRange]) -> 
     Windows before the parent's horizon are aggregated straight from the trades (which
     retention never deletes); the cascade is exact, so both sources give identical bars.
     """
-    parent_df = tables.parent_frame(level)
+    rollup = Rollup(level)
+    parent_df = tables.parent_frame(level, rollup.covering(ranges))
     before, after = split_ranges(ranges, parent_horizon(tables, level))
     if not before:
-        return Rollup(level).plan(parent_df, ranges)
-    direct = Rollup(level).plan_direct(tables.canonical_trades(), before)
+        return rollup.plan(parent_df, ranges)
+    direct = rollup.plan_direct(tables.canonical_trades(ranges=rollup.covering(before)), before)
     if not after:
         return direct
-    return Rollup(level).plan(parent_df, after).unionByName(direct)
+    return rollup.plan(parent_df, after).unionByName(direct)
 
 
 # ---------------------------------------------------------------------------------------------

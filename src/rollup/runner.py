@@ -191,7 +191,7 @@ def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> Lev
     if full:
         delta = ParentDelta(True, "--full")
     touched = touched_windows(tables, lv, delta, parent_snapshot=parent_snapshot,
-                              level_snapshot=level_snapshot, horizon=horizon)
+                              level_snapshot=level_snapshot, horizon=horizon, position=since)
     new_files = None if since is None else delta.new_files
     if touched.empty:
         return attrs.evolve(base, status="nothing-touched", touched=touched, horizon=horizon,
@@ -262,25 +262,18 @@ def execute_plan(
         what = ("all windows" if plan.full
                 else f"{len(plan.touched.starts)} window starts")
         progress(f"{level.name}: recomputing {what} from {level.parent_name}")
-    parent_rows = state.read_at(spark, tables.parent_of(level), plan.parent_snapshot)
-    if level.parent is None:
-        parent_rows = tables.canonical_trades(parent_rows)
-    parent_rows = retention.after_horizon(parent_rows, level, plan.horizon)
+    bars = planned_bars(tables, plan)
     stored = state.read_at(spark, target, plan.level_snapshot)
-    rollup = Rollup(level)
     props = state.commit_properties(plan.parent_snapshot, plan.level_snapshot, run_id)
     if plan.full:
-        bars = rollup.plan(parent_rows)
         old = stored
         if plan.horizon is not None:
-            bars = bars.where(F.col("window_start") >= F.lit(plan.horizon))
             old = old.where(F.col("window_start") >= F.lit(plan.horizon))
     if level.write_mode == "merge":
         if not plan.full:
             keys = plan.touched.keys
             assert keys is not None
             small = len(plan.touched.starts) <= LOCAL_KEYS
-            bars = rollup.plan_windows(parent_rows, keys, plan.touched.starts, broadcast=small)
             days = sorted({s.astimezone(UTC).date() for s in plan.touched.starts})
             old = stored.where(F.col("window_date").isin(days)).join(
                 F.broadcast(keys) if small else keys, list(KEY_COLUMNS), "left_semi")
@@ -291,7 +284,6 @@ def execute_plan(
             first = plan.horizon.date() if plan.horizon is not None else None
             where = (F.col("window_date") >= F.lit(first)) if first else F.lit(True)
         else:
-            bars = rollup.plan_partitions(parent_rows, plan.partitions)
             where = partition_filter(plan.partitions, level.partitioning)
             old = stored.where(window_partition("window_start", level.partitioning)
                                .isin(list(plan.partitions)))
@@ -307,6 +299,44 @@ def execute_plan(
         windows=windows, changed=result.changed, deleted=result.deleted,
         partitions=len(plan.partitions), full=plan.full,
     )
+
+
+def parent_input(tables: Tables, plan: LevelPlan) -> DataFrame:
+    """The parent rows a recompute plan reads, pinned at its parent snapshot.
+
+    For an external source only the plan's windows (or partitions, or times after the
+    horizon) are read: the filter is on the source's own time column, so it reaches the
+    Iceberg scan ahead of renaming and validation.
+    """
+    level = plan.level
+    rows = state.read_at(tables.spark, tables.parent_of(level), plan.parent_snapshot)
+    if level.parent is None:
+        rollup = Rollup(level)
+        ranges = (None if plan.full
+                  else rollup.window_ranges(plan.touched.starts) if level.write_mode == "merge"
+                  else rollup.partition_ranges(plan.partitions))
+        rows = tables.canonical_trades(rows, ranges=ranges, after=plan.horizon)
+    return retention.after_horizon(rows, level, plan.horizon)
+
+
+def planned_bars(tables: Tables, plan: LevelPlan) -> DataFrame:
+    """The bars a recompute plan writes (lazy): its touched windows (merge levels), its
+    partitions (overwrite levels), or every window from the horizon on (full)."""
+    assert plan.status == "recompute", plan.status
+    level = plan.level
+    rollup = Rollup(level)
+    parent_rows = parent_input(tables, plan)
+    if plan.full:
+        bars = rollup.plan(parent_rows)
+        if plan.horizon is not None:
+            bars = bars.where(F.col("window_start") >= F.lit(plan.horizon))
+        return bars
+    if level.write_mode == "merge":
+        keys = plan.touched.keys
+        assert keys is not None
+        small = len(plan.touched.starts) <= LOCAL_KEYS
+        return rollup.plan_windows(parent_rows, keys, plan.touched.starts, broadcast=small)
+    return rollup.plan_partitions(parent_rows, plan.partitions)
 
 
 def run_level(

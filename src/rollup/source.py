@@ -17,11 +17,18 @@ the file that holds them.
     ts = "timestamp"
     trade_id = "id"
     quantity = "size"
+
+A run that recomputes some windows filters the source on its own time column *before*
+renaming and validation (`time_filter`), so Iceberg prunes files. With `dedupe`, the other
+deliveries of the trades read are looked up over the whole source by key (`deliveries`), so a
+delivery outside the windows still decides which one counts (`canonical_in`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -30,10 +37,24 @@ from rollup.errors import ConfigError
 from rollup.identifiers import check_identifier, qualified
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import DataType
 
 CANONICAL = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
+KEY = ("exchange", "symbol", "trade_id")
 _UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_MICROS = 86_400_000_000
+
+Bound = tuple[datetime | None, datetime | None]
+"""A half-open UTC interval [start, end); None leaves that side open."""
+
+LOCAL_DELIVERIES = 10_000
+"""Other deliveries found by a window recompute are located by time up to this many (more: by
+a join over the source)."""
+
+MAX_ID_GROUPS = 10_000
+"""(exchange, symbol, day) groups whose trade id ranges are collected for the id pre-filter."""
 
 
 def _check_columns(_: object, __: object, value: Mapping[str, str]) -> None:
@@ -78,14 +99,17 @@ class TradeSource:
     def column(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
 
-    def _renamed(self, df: DataFrame) -> DataFrame:
-        from pyspark.sql import functions as F
-
-        missing = [self.column(c) for c in CANONICAL if self.column(c) not in df.columns]
+    def _require(self, df: DataFrame, columns: Sequence[str] = CANONICAL) -> None:
+        missing = [self.column(c) for c in columns if self.column(c) not in df.columns]
         if missing:
             raise ConfigError(
                 f"source table {'.'.join(self.table)} has no column(s) {', '.join(missing)}; "
                 f"it has {', '.join(df.columns)}")
+
+    def _renamed(self, df: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        self._require(df)
         side = self.columns.get("side", "side")
         return df.select(
             *[F.col(self.column(c)).alias(c) for c in CANONICAL],
@@ -112,6 +136,140 @@ class TradeSource:
             out = dedupe_trades(out)
         return out
 
+    def time_filter(self, df: DataFrame, spans: Sequence[Bound]) -> Column | None:
+        """A filter on the source's own time column keeping every row whose time falls in
+        `spans` (a superset where the unit is coarser than a microsecond).
+
+        Iceberg prunes files and partitions with it. None when the column's type cannot be
+        compared exactly (strings, floats; epoch numbers without `time_unit`): nothing pruned.
+        """
+        from pyspark.sql import functions as F
+
+        from rollup.plans import any_of
+
+        name = self.column("ts")
+        kind = _column_type(df, name)
+        if kind is None or not _comparable(kind, self.time_unit):
+            return None
+        column = F.col(name)
+        terms = []
+        for lo, hi in spans:
+            low = _time_literal(lo, kind, self.time_unit, up=False)
+            high = _time_literal(hi, kind, self.time_unit, up=True)
+            if low is _EMPTY or high is _EMPTY:
+                continue
+            sides = [column >= low.column] if isinstance(low, _Literal) else []
+            sides += [column < high.column] if isinstance(high, _Literal) else []
+            terms.append(sides[0] & sides[1] if len(sides) == 2
+                         else sides[0] if sides else F.lit(True))
+        return any_of(terms)
+
+    def _probe(self, df: DataFrame) -> DataFrame:
+        """exchange, symbol, trade_id, ts of the rows valid in those four columns (price and
+        quantity unchecked): a cheap superset of the valid rows, reading only those columns."""
+        from pyspark.sql import functions as F
+
+        from rollup.validate import canonical, validate_trades
+
+        self._require(df, (*KEY, "ts"))
+        probe = df.select(*[F.col(self.column(c)).alias(c) for c in (*KEY, "ts")],
+                          F.lit("1").alias("price"), F.lit("1").alias("quantity"))
+        return canonical(validate_trades(probe, time_unit=self.time_unit)).select(*KEY, "ts")
+
+    def id_filter(self, rows: DataFrame) -> Column | None:
+        """A filter on the source's own trade id column keeping every id of `rows` (a few
+        merged ranges, computed by a Spark job); None when the column is not an integer or a
+        decimal, whose values equal their canonical trade id."""
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        from rollup.plans import MAX_PRUNE_RANGES, any_of
+
+        name = self.column("trade_id")
+        kind = _column_type(rows, name)
+        if not isinstance(kind, T.IntegralType | T.DecimalType):
+            return None
+        time_kind = _column_type(rows, self.column("ts"))
+        day = _day_bucket(F.col(self.column("ts")), time_kind, self.time_unit)
+        ids = F.col(name)
+        present = rows.where(ids.isNotNull())
+        groups = present.groupBy(self.column("exchange"), self.column("symbol"),
+                                 day.alias("_day")).agg(F.min(ids).alias("lo"),
+                                                        F.max(ids).alias("hi"))
+        found = groups.limit(MAX_ID_GROUPS + 1).collect()
+        if len(found) > MAX_ID_GROUPS:
+            found = present.agg(F.min(ids).alias("lo"), F.max(ids).alias("hi")).collect()
+        intervals = [(r.lo, r.hi) for r in found if r.lo is not None]
+        return any_of([(ids >= F.lit(lo).cast(kind)) & (ids <= F.lit(hi).cast(kind))
+                       for lo, hi in merge_intervals(intervals, MAX_PRUNE_RANGES)])
+
+    def deliveries(self, rows: DataFrame, of: DataFrame) -> DataFrame:
+        """Every delivery in raw `rows` of a trade key found in raw `of`, as exchange, symbol,
+        trade_id, ts (validity of price and quantity unchecked: a superset).
+
+        Only the key and time columns are read; `rows` is first filtered by the id ranges of
+        `of` (`id_filter`), so Iceberg reads the files whose id bounds overlap them."""
+        prefilter = self.id_filter(of)
+        return self._matching(rows if prefilter is None else rows.where(prefilter), of)
+
+    def _matching(self, rows: DataFrame, of: DataFrame) -> DataFrame:
+        keys = self._probe(of).select(*KEY).distinct()
+        return self._probe(rows).join(keys, list(KEY), "left_semi")
+
+    def canonical_in(
+        self, df: DataFrame, spans: Sequence[Bound], *, dedupe: bool | None = None
+    ) -> DataFrame:
+        """The valid rows of raw `df` whose time may fall in `spans` (a superset: callers
+        filter `ts` exactly), read through `time_filter`.
+
+        With dedupe, each trade is its `dedupe_trades` pick among **all** its deliveries in
+        `df`: deliveries outside `spans` are found by `deliveries` (Spark jobs run here) and
+        added, so a trade that moved out of `spans` is not counted inside them.
+        """
+        dedupe = self.dedupe if dedupe is None else dedupe
+        inside = self.time_filter(df, spans)
+        if inside is None:
+            return self.to_canonical(df, dedupe=dedupe)
+        pruned = df.where(inside)
+        rows = self.to_canonical(pruned, dedupe=False)
+        if not dedupe:
+            return rows
+        others = self._other_deliveries(df, pruned, ~inside)
+        if others is not None:
+            rows = rows.unionByName(others)
+        return dedupe_trades(rows)
+
+    def _other_deliveries(
+        self, df: DataFrame, inside: DataFrame, outside: Column
+    ) -> DataFrame | None:
+        """Valid rows of `df` matching `outside` that deliver a trade of raw `inside` (None:
+        there are none). Located by their times when few, by a join over `df` otherwise."""
+        from pyspark.sql import functions as F
+
+        from rollup.plans import MAX_PRUNE_RANGES, coarsen
+
+        rest = df.where(outside)
+        prefilter = self.id_filter(inside)
+        if prefilter is not None:
+            rest = rest.where(prefilter)
+        found = self._matching(rest, inside)
+        sample = found.select(*KEY, F.unix_micros("ts").alias("_micros")).distinct() \
+            .limit(LOCAL_DELIVERIES + 1).collect()
+        if not sample:
+            return None
+        if len(sample) > LOCAL_DELIVERIES:
+            keys = found.select(*KEY).distinct()
+        else:
+            tick = timedelta(microseconds=1)
+            spans = coarsen([(_from_micros(r._micros), _from_micros(r._micros) + tick)
+                             for r in sample], MAX_PRUNE_RANGES)
+            near = self.time_filter(df, spans)
+            assert near is not None  # `outside` came from the same filter
+            rest = rest.where(near)
+            keys = F.broadcast(df.sparkSession.createDataFrame(
+                sorted({tuple(r)[:3] for r in sample}), found.select(*KEY).schema))
+        return self.to_canonical(rest, dedupe=False).join(keys, list(KEY), "left_semi")
+
     def rejected(self, df: DataFrame) -> DataFrame:
         """Invalid source rows with their text, file and reason, shaped for quarantine."""
         from pyspark.sql import functions as F
@@ -132,3 +290,107 @@ def dedupe_trades(trades: DataFrame) -> DataFrame:
 
     key = Window.partitionBy("exchange", "symbol", "trade_id").orderBy("ts", "price", "quantity")
     return trades.withColumn("_n", F.row_number().over(key)).where(F.col("_n") == 1).drop("_n")
+
+
+Number = int | Decimal
+
+
+def merge_intervals(
+    intervals: Sequence[tuple[Number, Number]], limit: int
+) -> list[tuple[Number, Number]]:
+    """At most `limit` sorted closed intervals covering `intervals` (smallest gaps closed)."""
+    merged: list[tuple[Number, Number]] = []
+    for lo, hi in sorted(intervals):
+        if merged and merged[-1][1] >= lo:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    while len(merged) > limit:
+        gap = min(range(len(merged) - 1), key=lambda i: merged[i + 1][0] - merged[i][1])
+        merged[gap: gap + 2] = [(merged[gap][0], merged[gap + 1][1])]
+    return merged
+
+
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def _micros(instant: datetime) -> int:
+    aware = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // timedelta(microseconds=1)
+
+
+def _column_type(df: DataFrame, name: str) -> DataType | None:
+    return next((f.dataType for f in df.schema.fields if f.name == name), None)
+
+
+@attrs.frozen
+class _Literal:
+    column: Column
+
+
+_OPEN = "open"  # no bound on this side
+_EMPTY = "empty"  # the bound excludes every value of the column's type
+
+
+def _comparable(kind: DataType, unit: str | None) -> bool:
+    """Whether raw times of this type compare exactly with converted bounds."""
+    from pyspark.sql import types as T
+
+    if isinstance(kind, T.TimestampType | T.TimestampNTZType):
+        return True
+    return unit is not None and isinstance(kind, T.IntegralType | T.DecimalType)
+
+
+def _time_literal(
+    instant: datetime | None, kind: DataType, unit: str | None, *, up: bool
+) -> _Literal | str:
+    """A literal of the time column's own type for a bound (rounded outwards to the unit),
+    `_OPEN` or `_EMPTY`; the type must be `_comparable`."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if instant is None:
+        return _OPEN
+    aware = _from_micros(_micros(instant))
+    if isinstance(kind, T.TimestampType):
+        return _Literal(F.lit(aware))
+    if isinstance(kind, T.TimestampNTZType):  # validation reads it in the session time zone
+        return _Literal(F.lit(aware).cast("timestamp_ntz"))
+    assert unit is not None
+    micros = _micros(aware)
+    if unit == "ns":
+        value = micros * 1_000
+    else:
+        size = _UNIT_MICROS[unit]
+        value = -(-micros // size) if up else micros // size
+    low, high = _type_range(kind)
+    if value > high:
+        return _OPEN if up else _EMPTY
+    if value < low:
+        return _EMPTY if up else _OPEN
+    return _Literal(F.lit(value).cast(kind))
+
+
+def _type_range(kind: DataType) -> tuple[Number, Number]:
+    from pyspark.sql import types as T
+
+    if isinstance(kind, T.DecimalType):
+        top = Decimal(10) ** (kind.precision - kind.scale) - Decimal(10) ** -kind.scale
+        return -top, top
+    bits = 8 if isinstance(kind, T.ByteType) else 16 if isinstance(kind, T.ShortType) \
+        else 32 if isinstance(kind, T.IntegerType) else 64
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _day_bucket(column: Column, kind: DataType | None, unit: str | None) -> Column:
+    """A coarse day number of raw times (only groups trade ids; need not be exact)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if isinstance(kind, T.TimestampType | T.TimestampNTZType):
+        return F.floor(F.unix_micros(column.cast("timestamp")) / F.lit(_DAY_MICROS))
+    if unit is not None and isinstance(kind, T.IntegralType | T.DecimalType):
+        per_day = _DAY_MICROS * 1_000 if unit == "ns" else _DAY_MICROS // _UNIT_MICROS[unit]
+        return F.floor(column / F.lit(per_day))
+    return F.lit(0)

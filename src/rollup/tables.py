@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import attrs
@@ -10,11 +12,13 @@ from rollup.bar import BAR_COLUMNS, REJECTED_COLUMNS, TRADE_COLUMNS
 from rollup.errors import MissingTableError
 from rollup.identifiers import check_identifier, qualified
 from rollup.schema import ddl_columns
-from rollup.source import TradeSource
+from rollup.source import Bound, TradeSource
 from rollup.timeframes import Dag, Level
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from rollup.plans import TimeRange
 
 DEFAULT_CATALOG = "rollup"
 DEFAULT_NAMESPACE = "market_data"
@@ -34,6 +38,15 @@ TABLE_PROPERTIES: dict[str, str] = {
     "commit.retry.num-retries": "10",
     "commit.retry.min-wait-ms": "100",
 }
+
+
+def spans(ranges: Sequence[TimeRange] | None, after: datetime | None) -> list[Bound]:
+    """`ranges` (None: all time) cut to times at or after `after` (None: no cut)."""
+    if ranges is None:
+        return [(after, None)]
+    if after is None:
+        return list(ranges)
+    return [(max(lo, after), hi) for lo, hi in ranges if hi > after]
 
 
 def _properties_sql(props: dict[str, str]) -> str:
@@ -76,21 +89,30 @@ class Tables:
         return self.source.name if self.source is not None else self.trades
 
     def canonical_trades(
-        self, df: DataFrame | None = None, *, dedupe: bool | None = None
+        self, df: DataFrame | None = None, *, dedupe: bool | None = None,
+        ranges: Sequence[TimeRange] | None = None, after: datetime | None = None,
     ) -> DataFrame:
         """Trades (or the given raw source rows) with the canonical trade columns.
 
         `dedupe` overrides the source's setting (change detection wants every delivery).
+        `ranges` and `after` restrict a source's rows to those times (a superset) with a
+        filter on its own time column, ahead of validation, that reaches the Iceberg scan;
+        deduplication still sees every delivery (`TradeSource.canonical_in`).
         """
         raw = df if df is not None else self.spark.table(self.parent_of(self.dag.order()[0]))
         if self.source is None:
             return raw
-        return self.source.to_canonical(raw, dedupe=dedupe)
+        if ranges is None and after is None:
+            return self.source.to_canonical(raw, dedupe=dedupe)
+        return self.source.canonical_in(raw, spans(ranges, after), dedupe=dedupe)
 
-    def parent_frame(self, level: Level) -> DataFrame:
-        """The parent rows of a level as a DataFrame ready for `Rollup.plan`."""
+    def parent_frame(
+        self, level: Level, ranges: Sequence[TimeRange] | None = None
+    ) -> DataFrame:
+        """The parent rows of a level as a DataFrame ready for `Rollup.plan` (for a source,
+        read only in `ranges` when given: see `canonical_trades`)."""
         if level.parent is None:
-            return self.canonical_trades()
+            return self.canonical_trades(ranges=ranges)
         return self.spark.table(self.bars(level.parent.name))
 
     def exists(self, table: str) -> bool:
