@@ -158,3 +158,51 @@ def test_scheme_config_errors_name_the_value() -> None:
         TradeIds.from_config({"trade_ids": "uuid"})
     with pytest.raises(ConfigError, match="invalid trade_id_zone 'Mars/Base'"):
         TradeIds.from_config({"trade_ids": "daily", "trade_id_zone": "Mars/Base"})
+
+
+@pytest.mark.parametrize("ids", ["string", "daily"])
+def test_external_source_with_its_own_id_scheme(tables: Tables, ids: str) -> None:
+    """An external table of string (or daily) ids, read through `[source] trade_ids`."""
+    import attrs
+    from pyspark.sql import functions as F
+
+    from rollup.source import TradeSource
+
+    spark = tables.spark
+    raw = f"{tables.catalog}.{tables.namespace}.feed"
+    spark.sql(f"CREATE TABLE {raw} (exchange STRING, symbol STRING, exec_id STRING, "
+              "ts TIMESTAMP, price DECIMAL(18,8), quantity DECIMAL(20,8)) USING iceberg")
+    first, second = _feed()
+    rows = first + second
+    text = [f"exec-{r[3]:%Y%m%d}-{r[2]}" if ids == "string" else r[2] for r in rows]
+    frame = spark.createDataFrame(
+        [(r[0], r[1], t, r[3], Decimal(r[4]), Decimal(r[5])) for r, t in zip(rows, text,
+                                                                            strict=True)],
+        spark.table(raw).schema)
+    frame.writeTo(raw).append()
+    source = TradeSource(("rollup", tables.namespace, "feed"), {"trade_id": "exec_id"},
+                         trade_ids=TradeIds(ids))
+    with_source = attrs.evolve(tables, source=source)
+    run_cascade(with_source)
+    if ids == "string":  # the documented tie order: the xxHash64 of the text
+        keyed = frame.select("exec_id", F.xxhash64("exec_id").alias("k")).collect()
+        hashes = {r.exec_id: r.k for r in keyed}
+        ranks = [hashes[t] for t in text]
+    else:
+        ranks = [int(r[2]) for r in rows]
+    feed = [Trade(r[0], r[1], rank, r[3], Decimal(r[4]), Decimal(r[5]))
+            for r, rank in zip(rows, ranks, strict=True)]
+    bars = read_stored(with_source)
+    problems: list[str] = []
+    for level in with_source.dag.order():
+        problems += compare_level(level.name, bars[level.name],
+                                  oracle_bars(feed, level.timeframe))
+    assert not problems, "\n".join(problems)
+
+
+def test_source_refuses_the_none_scheme() -> None:
+    from rollup.errors import ConfigError
+    from rollup.source import TradeSource
+
+    with pytest.raises(ConfigError, match="invalid trade_ids 'none' in \\[source\\]"):
+        TradeSource.from_config({"table": "a.b.c", "trade_ids": "none"})

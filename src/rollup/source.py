@@ -35,6 +35,7 @@ import attrs
 
 from rollup.errors import ConfigError
 from rollup.identifiers import check_identifier, qualified
+from rollup.trade_ids import TradeIds
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -77,10 +78,16 @@ class TradeSource:
         default=None, validator=attrs.validators.optional(attrs.validators.in_(
             (*_UNIT_MICROS, "ns"))))
     dedupe: bool = False
+    trade_ids: TradeIds = attrs.field(factory=TradeIds)
+    """How the table's trade ids become keys (`rollup.trade_ids`); `none` is for files only."""
 
     def __attrs_post_init__(self) -> None:
         for part in self.table:
             check_identifier(part, "source table name part")
+        if self.trade_ids.scheme == "none":
+            raise ConfigError("invalid trade_ids 'none' in [source]: an external table needs "
+                              "an id column (integer, string or daily ids); files without "
+                              "ids can be ingested with rollup ingest --trade-ids none")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TradeSource:
@@ -90,7 +97,8 @@ class TradeSource:
             raise ConfigError(
                 f"invalid source table {name!r}: expected catalog.namespace.table")
         return cls(parts, dict(section.get("columns") or {}),
-                   section.get("time_unit"), bool(section.get("dedupe", False)))
+                   section.get("time_unit"), bool(section.get("dedupe", False)),
+                   TradeIds.from_config(section))
 
     @property
     def name(self) -> str:
@@ -121,7 +129,8 @@ class TradeSource:
         """Source rows through rollup's trade validation (`reason` null for good rows)."""
         from rollup.validate import validate_trades
 
-        return validate_trades(self._renamed(df), time_unit=self.time_unit)
+        return validate_trades(self._renamed(df), time_unit=self.time_unit,
+                               trade_ids=self.trade_ids)
 
     def to_canonical(self, df: DataFrame, *, dedupe: bool | None = None) -> DataFrame:
         """The valid source rows as exchange, symbol, trade_id, ts, price, quantity.
@@ -174,7 +183,8 @@ class TradeSource:
         self._require(df, (*KEY, "ts"))
         probe = df.select(*[F.col(self.column(c)).alias(c) for c in (*KEY, "ts")],
                           F.lit("1").alias("price"), F.lit("1").alias("quantity"))
-        return canonical(validate_trades(probe, time_unit=self.time_unit)).select(*KEY, "ts")
+        return canonical(validate_trades(probe, time_unit=self.time_unit,
+                                         trade_ids=self.trade_ids)).select(*KEY, "ts")
 
     def id_filter(self, rows: DataFrame) -> Column | None:
         """A filter on the source's own trade id column keeping every id of `rows` (a few

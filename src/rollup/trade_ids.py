@@ -16,9 +16,10 @@ trade by (exchange, symbol, trade_id). Feeds differ, so each source names its sc
   The text id is kept in `trade_ref`.
 - ``none``: the feed has no ids. The key is ``micros_since_2009 * 2^12 + n``, where n
   counts the earlier trades of the same exchange, symbol and microsecond in file and row
-  order (an external table: in price, quantity, side order). Ties keep the feed's order; a
-  file delivered twice gives the same keys, so its second copy is a duplicate. At most
-  4,096 trades of one symbol share a microsecond within one delivery.
+  order (`validate_trades` on a table without row order: in price, quantity, side order).
+  Ties keep the feed's order; a file delivered twice gives the same keys, so its second
+  copy is a duplicate. At most 4,096 trades of one symbol share a microsecond within one
+  delivery. An external `[source]` table needs ids, so it cannot use this scheme.
 """
 
 from __future__ import annotations
