@@ -71,6 +71,18 @@ def _tie_order(ids: str, rows: list[Row], file_order: list[int],
     return [stored_keys[f"exec-{r[3]:%Y%m%d}-{r[2]}"] for r in rows]
 
 
+def _assert_bars_of_feed(tables: Tables, rows: list[Row], ranks: list[int]) -> None:
+    """Every stored level equals the oracle over the feed rows, ties ordered by `ranks`."""
+    feed = [Trade(r[0], r[1], rank, r[3], Decimal(r[4]), Decimal(r[5]))
+            for r, rank in zip(rows, ranks, strict=True)]
+    bars = read_stored(tables)
+    problems: list[str] = []
+    for level in tables.dag.order():
+        problems += compare_level(level.name, bars[level.name],
+                                  oracle_bars(feed, level.timeframe))
+    assert not problems, "\n".join(problems)
+
+
 def _integer_ids(rows: list[Row]) -> list[Row]:
     return [(r[0], r[1], str(int(f"{r[3]:%j}") * 1000 + int(r[2])), *r[3:]) for r in rows]
 
@@ -105,14 +117,7 @@ def test_scheme_round_trips_to_exact_bars(tables: Tables, tmp_path: Path, ids: s
     assert {(r.ts, str(r.price), str(r.quantity), r.side) for r in stored} == {
         (r[3].replace(tzinfo=None), f"{Decimal(r[4]):.8f}", f"{Decimal(r[5]):.8f}", r[6])
         for r in rows}
-    feed = [Trade(r[0], r[1], rank, r[3], Decimal(r[4]), Decimal(r[5]))
-            for r, rank in zip(rows, ranks, strict=True)]
-    bars = read_stored(tables)
-    problems: list[str] = []
-    for level in tables.dag.order():
-        problems += compare_level(level.name, bars[level.name],
-                                  oracle_bars(feed, level.timeframe))
-    assert not problems, "\n".join(problems)
+    _assert_bars_of_feed(tables, rows, ranks)
 
 
 def test_daily_ids_repeat_across_days_but_not_within_one(tables: Tables, tmp_path: Path) -> None:
@@ -190,14 +195,7 @@ def test_external_source_with_its_own_id_scheme(tables: Tables, ids: str) -> Non
         ranks = [hashes[t] for t in text]
     else:
         ranks = [int(r[2]) for r in rows]
-    feed = [Trade(r[0], r[1], rank, r[3], Decimal(r[4]), Decimal(r[5]))
-            for r, rank in zip(rows, ranks, strict=True)]
-    bars = read_stored(with_source)
-    problems: list[str] = []
-    for level in with_source.dag.order():
-        problems += compare_level(level.name, bars[level.name],
-                                  oracle_bars(feed, level.timeframe))
-    assert not problems, "\n".join(problems)
+    _assert_bars_of_feed(with_source, rows, ranks)
 
 
 def test_source_refuses_the_none_scheme() -> None:
