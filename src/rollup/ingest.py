@@ -41,6 +41,7 @@ from rollup.validate import (
     TEXT_COLUMNS,
     TimeBounds,
     is_systematic,
+    is_timestamp_type,
     validate,
     with_ordinal_keys,
     with_trade_columns,
@@ -228,8 +229,18 @@ def _read_file(spark: SparkSession, file: Path, fmt: str | None, number: int,
                      F.lit(str(file)).alias("source_file"), F.lit(number).alias("_file_no"))
 
 
-def _is_timestamp(kind: T.DataType) -> bool:
-    return isinstance(kind, T.TimestampType | T.TimestampNTZType)
+SPREAD_BYTES = 16 << 20
+"""Input of at least this size is spread over every core when Spark reads it in fewer
+partitions (a Parquet file of one row group is read by one task)."""
+
+
+def _spread(spark: SparkSession, raw: DataFrame, size: int) -> DataFrame:
+    """`raw` (`size` bytes of files) repartitioned over the cores if it is large and read by
+    fewer tasks; its row order columns (`_pid`, `_mid`) are kept, so row numbers hold."""
+    cores = spark.sparkContext.defaultParallelism
+    if size < SPREAD_BYTES or raw.rdd.getNumPartitions() >= cores:
+        return raw
+    return raw.repartition(cores)
 
 
 def _read(spark: SparkSession, path: Path, fmt: str | None,
@@ -243,35 +254,21 @@ def _read(spark: SparkSession, path: Path, fmt: str | None,
     """
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    parts = [_read_file(spark, file, fmt, number, required)
-             for number, file in enumerate(_data_files(path))]
-    if len({_is_timestamp(part.schema["ts"].dataType) for part in parts}) > 1:
+    files = _data_files(path)
+    parts = [_read_file(spark, file, fmt, number, required) for number, file in enumerate(files)]
+    if len({is_timestamp_type(part.schema["ts"].dataType) for part in parts}) > 1:
         raise InputError(f"{path}: some files hold ts as timestamps and others as text or "
                          "numbers: ingest them separately")
     if len({part.schema.simpleString() for part in parts}) > 1:
         parts = [part.select(*[F.col(c).cast("string").alias(c) if c in TEXT_COLUMNS
-                               and not _is_timestamp(part.schema[c].dataType) else F.col(c)
+                               and not is_timestamp_type(part.schema[c].dataType) else F.col(c)
                                for c in part.columns]) for part in parts]
     rows = parts[0]
     for frame in parts[1:]:
         rows = rows.unionByName(frame)
-    return rows.withColumn("_pid", F.spark_partition_id()).withColumn(
+    rows = rows.withColumn("_pid", F.spark_partition_id()).withColumn(
         "_mid", F.monotonically_increasing_id())
-
-
-SPREAD_BYTES = 16 << 20
-"""Input of at least this size is spread over every core when Spark reads it in fewer
-partitions (a Parquet file of one row group is read by one task)."""
-
-
-def _spread(spark: SparkSession, raw: DataFrame, path: Path) -> DataFrame:
-    """`raw` repartitioned over the cores if it is large and read by fewer tasks; its row
-    order columns (`_pid`, `_mid`) are kept, so row numbers do not change."""
-    cores = spark.sparkContext.defaultParallelism
-    size = sum(f.stat().st_size for f in _data_files(path))
-    if size < SPREAD_BYTES or raw.rdd.getNumPartitions() >= cores:
-        return raw
-    return raw.repartition(cores)
+    return _spread(spark, rows, sum(f.stat().st_size for f in files))
 
 
 def with_source_rows(df: DataFrame, rows: DataFrame | None = None) -> DataFrame:
@@ -486,8 +483,8 @@ def ingest_file(
     started = monotonic()
     ingest_id = ingest_id or f"ingest-{now:%Y%m%dT%H%M%S%f}"
     required = [c for c in REQUIRED if c != "trade_id" or ids.scheme != "none"]
-    raw = _spread(spark, _read(spark, file, fmt, required), file)
-    unit = None if _is_timestamp(raw.schema["ts"].dataType) else time_unit
+    raw = _read(spark, file, fmt, required)
+    unit = None if is_timestamp_type(raw.schema["ts"].dataType) else time_unit
     tables.require(tables.trades_table)
     tables.upgrade_trades()
     try:

@@ -151,19 +151,9 @@ class TimeBounds:
         return cls(**kwargs)
 
 
-def as_text(df: DataFrame) -> tuple[DataFrame, bool]:
-    """The trade columns of `df` as text, and whether `ts` was a timestamp column.
-
-    Timestamps become ISO text in the session time zone (UTC); decimals, integers and floats
-    their shortest exact text (`NaN`, `Infinity` stay recognisable); other columns pass.
-    """
-    kinds = {f.name: f.dataType for f in df.schema.fields}
-    ts_kind = kinds.get("ts")
-    is_timestamp = isinstance(ts_kind, T.TimestampType | T.TimestampNTZType)
-    columns = [F.col(c).cast("string").alias(c) if c in kinds else F.lit(None).cast("string")
-               .alias(c) for c in TEXT_COLUMNS]
-    others = [c for c in df.columns if c not in TEXT_COLUMNS]
-    return df.select(*columns, *others), is_timestamp
+def is_timestamp_type(kind: T.DataType) -> bool:
+    """Whether a column of this type holds timestamps (and skips ts text parsing)."""
+    return isinstance(kind, T.TimestampType | T.TimestampNTZType)
 
 
 def with_trade_columns(df: DataFrame) -> DataFrame:
@@ -176,7 +166,7 @@ def _typed_decimal(raw: Column, kind: T.DataType | None,
                    precision_type: str) -> tuple[Column, Column, Column, Column] | None:
     """The fast path of `_decimal` for an integer or decimal column of at most 8 decimals."""
     exact = isinstance(kind, T.DecimalType) and kind.scale <= SCALE
-    if not (exact or isinstance(kind, T.ByteType | T.ShortType | T.IntegerType | T.LongType)):
+    if not (exact or isinstance(kind, T.IntegralType)):
         return None
     yes, no = F.lit(True), F.lit(False)
     return raw.cast(precision_type), yes, no, yes
@@ -252,8 +242,7 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
              or _decimal(t["price"], "decimal(18,8)"))
     qty = (_typed_decimal(F.col("quantity"), kinds["quantity"], "decimal(20,8)")
            or _decimal(t["quantity"], "decimal(20,8)"))
-    ts_typed = isinstance(kinds["ts"], T.TimestampType | T.TimestampNTZType)
-    if ts_typed:
+    if is_timestamp_type(kinds["ts"]):
         ts_value, ts_unit_problem, sub_micro = (F.col("ts").cast("timestamp"), F.lit(False),
                                                 F.lit(False))
     else:
@@ -267,9 +256,7 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
                 F.lit(False))
         else:
             ts_unit_problem = t["ts"].rlike(_EPOCH_NUMBER) & ~_epoch_exact(t["ts"], time_unit)
-    integral_id = isinstance(kinds["trade_id"], T.ByteType | T.ShortType | T.IntegerType
-                             | T.LongType)
-    if ids.scheme == "integer" and integral_id:
+    if ids.scheme == "integer" and isinstance(kinds["trade_id"], T.IntegralType):
         id_key, id_problem = F.col("trade_id").cast("long"), None
     else:
         id_key, id_problem = ids.key(t["trade_id"], F.col("_ts"))
@@ -371,8 +358,7 @@ def validate_trades(df: DataFrame, *, time_unit: str | None = None,
     quantity and side.
     """
     df = with_trade_columns(df)
-    ts_kind = df.schema["ts"].dataType
-    unit = None if isinstance(ts_kind, T.TimestampType | T.TimestampNTZType) else time_unit
+    unit = None if is_timestamp_type(df.schema["ts"].dataType) else time_unit
     ids = trade_ids or TradeIds()
     checked = validate(df, time_unit=unit, bounds=bounds or TimeBounds(), now=now,
                        trade_ids=ids)
