@@ -199,3 +199,23 @@ def test_typed_parquet_skips_text_parsing_but_keeps_every_rule(tables: Tables,
     rejected = tables.spark.table(tables.name(REJECTED_TABLE)).orderBy("source_row").collect()
     assert [(r.source_row, r.price) for r in rejected] == [
         (2, "0E-9"), (3, "1.123456789"), (4, "12345678901.500000000"), (5, "7.000000000")]
+
+
+def test_compaction_between_check_and_commit_is_not_a_conflict(
+        tables: Tables, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rewrite_data_files in the gap replaces files without adding trades: no retry needed,
+    and the duplicate check's answer still holds."""
+    from tests.test_lakehouse_property import compact
+
+    ingest_file(tables, _write(tmp_path / "one.csv", range(0, 20)))
+    ingest_file(tables, _write(tmp_path / "two.csv", range(20, 40)))
+    before = tables.spark.table(f"{tables.trades}.snapshots").count()
+    events = _interleave(monkeypatch, "_commit_trades",
+                         lambda: compact(tables, tables.trades_table))
+    report = ingest_file(tables, _write(tmp_path / "three.csv", range(30, 60)))
+    operations = [r.operation for r in tables.spark.table(f"{tables.trades}.snapshots")
+                  .orderBy("committed_at").collect()][before:]
+    assert operations == ["replace", "append"], operations  # the compaction did happen
+    assert events == ["other ingest starts", "other ingest committed", "commit"], events
+    assert (report.retries, report.ingested, report.duplicates) == (0, 20, 10)
+    assert _stored_ids(tables) == list(range(0, 60))
