@@ -7,7 +7,7 @@ Takes the options of `rollup retention` plus the global ones, in any order:
 
 import sys
 
-from rollup.submit import job_main
+from rollup.cli.job import job_main
 
 if __name__ == "__main__":
     sys.exit(job_main(sys.argv[1:], command="retention"))

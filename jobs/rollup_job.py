@@ -2,7 +2,7 @@
 
 import sys
 
-from rollup.submit import job_main
+from rollup.cli.job import job_main
 
 if __name__ == "__main__":
     sys.exit(job_main(sys.argv[1:]))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rollup.cli import main
+from rollup.cli.job import job_argv
 from rollup.config import Settings
 from rollup.errors import ConfigError, EngineError
 from rollup.sizing import (
@@ -27,7 +28,6 @@ from rollup.submit import (
     JOB_SCRIPT,
     Submission,
     build_submission,
-    job_argv,
     launcher,
     parse_conf,
     read_properties,
@@ -92,7 +92,7 @@ def test_each_job_calls_its_command(script: str, command: str, monkeypatch) -> N
         calls.append((list(argv), command))
         return 7
 
-    monkeypatch.setattr("rollup.submit.job_main", fake_job_main)
+    monkeypatch.setattr("rollup.cli.job.job_main", fake_job_main)
     monkeypatch.setattr(sys, "argv", [script, "--warehouse", "/w", "--x"])
     with pytest.raises(SystemExit) as info:
         runpy.run_path(str(JOBS / script), run_name="__main__")
@@ -105,7 +105,28 @@ def test_jobs_are_thin() -> None:
         code = [line for line in path.read_text().splitlines()
                 if line.strip() and not line.startswith((" ", '"""', "#"))]
         assert len(path.read_text().splitlines()) < 20, path
-        assert "from rollup.submit import job_main" in code, path
+        assert "from rollup.cli.job import job_main" in code, path
+
+
+def test_the_library_never_imports_the_cli() -> None:
+    """The CLI (and the job entry point in it) imports the library, never the reverse."""
+    import ast
+
+    src = ROOT / "src" / "rollup"
+    offenders = []
+    for path in src.rglob("*.py"):
+        if path.is_relative_to(src / "cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):  # `from rollup import cli` counts too
+                names = [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.relative_to(src)}: {n}" for n in names
+                          if n == "rollup.cli" or n.startswith("rollup.cli.")]
+    assert offenders == []
 
 
 def test_generic_job_is_the_submit_launcher(tmp_path: Path) -> None:

@@ -5,14 +5,12 @@ spark-submit command with the Iceberg runtime jars, the catalog conf and the job
 `Submission.run` starts it; secrets never appear on the command line (they go to a private
 properties file) nor in `Submission.command_line`, the printable equivalent.
 
-`job_main` is what every job runs inside spark-submit: it takes the session spark-submit
-configured and hands the arguments to the `rollup` command line.
+The job script runs `rollup.cli.job.job_main` inside spark-submit; this module only names it
+in `JOB_SCRIPT` and never imports the CLI.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import re
 import shlex
@@ -36,74 +34,19 @@ from rollup.config import Settings
 from rollup.errors import ConfigError, EngineError
 from rollup.jars import atomic_write, cache_dir_default, spark_jar_conf
 
-GLOBAL_OPTIONS = ("--warehouse", "--config", "--namespace", "--catalog")
 DEFAULT_APP_NAME = "rollup"
 JOB_SCRIPT = '''\
 """rollup job for spark-submit: `<global options> COMMAND [ARGS]`, as for the rollup CLI."""
 
 import sys
 
-from rollup.submit import job_main
+from rollup.cli.job import job_main
 
 if __name__ == "__main__":
     sys.exit(job_main(sys.argv[1:]))
 '''
 _MEMORY = re.compile(r"[1-9][0-9]*[kmgtKMGT]?")
 _CONF_LINE = re.compile(r"\s*([^\s=:]+)\s*[\s=:]\s*(.*?)\s*")
-
-
-# ------------------------------------------------------------------ inside spark-submit
-
-
-def job_argv(argv: Sequence[str], command: str | None = None) -> list[str]:
-    """The `rollup` argv for a job: ``command`` inserted after the global options.
-
-    ``job_argv(["--timeframe", "5m", "--warehouse", "/w"], "run")`` gives
-    ``["--warehouse", "/w", "run", "--timeframe", "5m"]``.
-    """
-    if command is None:
-        return list(argv)
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for option in GLOBAL_OPTIONS:
-        parser.add_argument(option)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    known, rest = parser.parse_known_args(list(argv))
-    front: list[str] = []
-    for option in GLOBAL_OPTIONS:
-        value = getattr(known, option[2:])
-        if value is not None:
-            front += [option, value]
-    if known.verbose:
-        front.append("--verbose")
-    return [*front, command, *rest]
-
-
-def under_spark_submit() -> bool:
-    """True inside a Python process that spark-submit started (its JVM is the gateway)."""
-    return "PYSPARK_GATEWAY_PORT" in os.environ
-
-
-def job_main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
-    """Run a rollup command as a Spark job; returns its exit code.
-
-    Under spark-submit the session is built from spark-submit's conf (master, jars, catalog)
-    and stopped at the end; run with plain ``python`` the job starts a local session, as the
-    CLI does. ``command`` (e.g. ``"run"``) is inserted after the global options.
-    """
-    from rollup.cli import main
-
-    args = job_argv(list(sys.argv[1:] if argv is None else argv), command)
-    if not under_spark_submit():
-        return main(args)
-    from pyspark.sql import SparkSession
-
-    spark = SparkSession.builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "ERROR")
-    try:
-        return main(args)
-    finally:
-        logging.getLogger("py4j").setLevel(logging.WARNING)  # no INFO lines on shutdown
-        spark.stop()
 
 
 # ------------------------------------------------------------------ the command line
@@ -358,8 +301,6 @@ def build_submission(
 __all__ = [
     "Submission",
     "build_submission",
-    "job_argv",
-    "job_main",
     "launcher",
     "parse_conf",
     "spark_submit_path",
