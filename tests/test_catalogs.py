@@ -14,22 +14,19 @@ import pytest
 
 from rollup.catalogs import (
     AWS_BUNDLE_PACKAGE,
-    REDACTED,
     RUNTIME_PACKAGE,
     S3_FILE_IO,
     SHADED_HTTP_CLIENT,
     CatalogConfig,
-    Secret,
     catalog_spark_conf,
     check_rest_client,
     has_http_client,
-    is_secret_key,
     load_catalog_config,
-    redact,
     session_catalog_conf,
 )
 from rollup.config import load_settings
 from rollup.errors import ConfigError
+from rollup.secrets import MASK, SECRET_KEY_PATTERN, Secret, redact
 
 P = "spark.sql.catalog.prod"
 REST_ENV = {
@@ -51,7 +48,7 @@ SECRET_VALUES = ("very-secret-1", "very-secret-2", "AKIAEXAMPLEKEY")
 def test_default_is_hadoop_and_adds_nothing_to_a_session(tmp_path: Path) -> None:
     config = load_catalog_config(None, env={})
     assert config == CatalogConfig() and config.is_default
-    assert session_catalog_conf("prod", str(tmp_path), None, env={}) == {}
+    assert session_catalog_conf("prod", str(tmp_path), config) == {}
 
 
 def test_hadoop_conf_matches_the_engine(tmp_path: Path) -> None:
@@ -59,7 +56,7 @@ def test_hadoop_conf_matches_the_engine(tmp_path: Path) -> None:
 
     conf = catalog_spark_conf("prod", str(tmp_path / "wh"))
     assert conf == iceberg_conf("prod", str(tmp_path / "wh"))
-    assert (tmp_path / "wh").is_dir()  # a local Hadoop warehouse is created, as get_spark does
+    assert not (tmp_path / "wh").exists()  # pure: the session that starts creates it
 
 
 def test_hadoop_relative_warehouse_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
@@ -109,7 +106,7 @@ def test_rest_with_s3_from_env_gives_exact_spark_settings() -> None:
         f"{P}.s3.secret-access-key": "very-secret-2",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
-        "spark.redaction.regex": "(?i)secret|password|token|credential|access[.-]key",
+        "spark.redaction.regex": SECRET_KEY_PATTERN,
     }
 
 
@@ -180,28 +177,9 @@ def test_secrets_are_never_shown() -> None:
     for text in shown:
         for secret in SECRET_VALUES:
             assert secret not in text
-    assert redact(conf)[f"{P}.credential"] == REDACTED
+    assert redact(conf)[f"{P}.credential"] == MASK
     assert redact(conf)[f"{P}.uri"] == conf[f"{P}.uri"]  # non-secrets stay readable
     assert Secret("x").value == "x" and repr(Secret("x")) == "Secret('***')"
-
-
-def test_redact_masks_user_info_in_uris() -> None:
-    conf = {"spark.sql.catalog.c.uri": "https://user:pa55@catalog.example.com/api"}
-    assert redact(conf)["spark.sql.catalog.c.uri"] == "https://***@catalog.example.com/api"
-
-
-@pytest.mark.parametrize("key", ["spark.sql.catalog.c.credential", "spark.sql.catalog.c.token",
-                                 "spark.sql.catalog.c.s3.secret-access-key",
-                                 "spark.sql.catalog.c.s3.access-key-id",
-                                 "spark.hadoop.fs.s3a.access.key", "x.password"])
-def test_secret_keys(key: str) -> None:
-    assert is_secret_key(key)
-
-
-@pytest.mark.parametrize("key", ["spark.sql.catalog.c.uri", "spark.sql.catalog.c.warehouse",
-                                 "spark.sql.catalog.c.s3.endpoint", "spark.jars"])
-def test_non_secret_keys(key: str) -> None:
-    assert not is_secret_key(key)
 
 
 # ---------------------------------------------------------------- settings
@@ -210,8 +188,8 @@ def test_non_secret_keys(key: str) -> None:
 def test_settings_carry_the_catalog_conf_and_hide_secrets(tmp_path: Path, monkeypatch) -> None:
     for var, value in REST_ENV.items():
         monkeypatch.setenv(var, value)
-    monkeypatch.setenv("ROLLUP_ICEBERG_PACKAGES", RUNTIME_PACKAGE)  # a runtime with REST client
-    for var in ("ROLLUP_WAREHOUSE", "ROLLUP_CATALOG", "ROLLUP_NAMESPACE", "ROLLUP_CONFIG"):
+    for var in ("ROLLUP_WAREHOUSE", "ROLLUP_CATALOG", "ROLLUP_NAMESPACE", "ROLLUP_CONFIG",
+                "ROLLUP_ICEBERG_PACKAGES", "ROLLUP_ICEBERG_JARS"):  # loading checks no jars
         monkeypatch.delenv(var, raising=False)
     config = tmp_path / "rollup.toml"
     config.write_text('warehouse = "analytics"\ncatalog = "prod"\n'
@@ -249,6 +227,23 @@ def test_rest_with_the_pypi_runtime_is_refused_with_the_fix(tmp_path: Path, monk
     check_rest_client(rest, [str(bare), str(full)], None)  # the official jar has the client
     check_rest_client(rest, [str(bare)], RUNTIME_PACKAGE)  # Maven brings the official jar
     check_rest_client(CatalogConfig(), [str(bare)], None)  # Hadoop needs no HTTP client
+
+
+def test_a_session_for_rest_with_the_pypi_runtime_is_refused_before_spark_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollup import engine
+    from rollup.config import EngineConfig
+
+    bare = tmp_path / "bare.jar"
+    with zipfile.ZipFile(bare, "w") as archive:
+        archive.writestr("org/apache/iceberg/spark/SparkCatalog.class", b"")
+    monkeypatch.setattr(engine, "_active_session", lambda: None)
+    settings = load_settings(warehouse="analytics", catalog="prod", environ=REST_ENV)
+    started: list[object] = []
+    monkeypatch.setattr("pyspark.sql.SparkSession.builder", started)  # must not be reached
+    with pytest.raises(ConfigError, match="needs the official Iceberg runtime jar"):
+        engine.get_spark(settings.warehouse, catalog="prod", conf=settings.spark_conf,
+                         engine=EngineConfig(iceberg_jars=(str(bare),)))
 
 
 # ---------------------------------------------------------------- Spark talks to a REST catalog

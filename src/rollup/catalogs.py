@@ -1,9 +1,11 @@
 """Iceberg catalog configuration: Hadoop (local, HDFS) or REST, with optional S3 storage.
 
-The catalog is chosen by the ``[iceberg]`` section of ``rollup.toml`` and by environment
-variables (which win). Everything here is pure: it returns Spark conf dicts and never logs.
-Secrets (OAuth2 credential, bearer token, S3 keys) are read from the environment only, held
-in `Secret` values whose ``repr`` is ``***``, and masked by `redact` wherever conf is shown.
+The catalog is chosen by the ``[iceberg]`` section of ``rollup.toml``, overridden by the
+``ROLLUP_CATALOG_*`` / ``ROLLUP_S3_*`` environment variables (read in `rollup.env`);
+`rollup.config.load_settings` merges both into `Settings.iceberg`, a `CatalogConfig`.
+Everything here is pure: it returns Spark conf dicts, touches no disk and never logs.
+Secrets (OAuth2 credential, bearer token, S3 keys) come from the environment only and are
+held in `rollup.secrets.Secret` values.
 
 Example ``rollup.toml``::
 
@@ -25,16 +27,24 @@ and ``ROLLUP_S3_ACCESS_KEY_ID`` / ``ROLLUP_S3_SECRET_ACCESS_KEY`` in the environ
 
 from __future__ import annotations
 
-import os
-import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from rollup.env import overrides as env_overrides
+from rollup.env import secret_keys
 from rollup.errors import ConfigError
 from rollup.jars import RUNTIME_JAR
+from rollup.secrets import SECRET_KEY_PATTERN, Secret, is_secret_key, redact, redacted_repr
+
+__all__ = [
+    "CatalogConfig", "S3Config", "Secret", "catalog_spark_conf", "check_rest_client",
+    "load_catalog_config", "parse_catalog_config", "session_catalog_conf",
+    # from rollup.secrets, for callers that still import them from here
+    "is_secret_key", "redact", "redacted_repr",
+]
 
 HADOOP = "hadoop"
 REST = "rest"
@@ -43,55 +53,16 @@ S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
 ICEBERG_VERSION = RUNTIME_JAR.removesuffix(".jar").rsplit("-", 1)[1]  # the PyPI jar's version
 RUNTIME_PACKAGE = f"org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:{ICEBERG_VERSION}"
 AWS_BUNDLE_PACKAGE = f"org.apache.iceberg:iceberg-aws-bundle:{ICEBERG_VERSION}"
-# Spark masks conf values whose key matches spark.redaction.regex (UI, event logs); its
-# default misses Iceberg's "credential" and S3 "access-key-id".
-REDACTION_REGEX = "(?i)secret|password|token|credential|access[.-]key"
-REDACTED = "***"
 
 # The REST client's HTTP library, as the official runtime jar shades it (the PyPI repackaging
 # of the runtime leaves it out, as it does Jackson).
 SHADED_HTTP_CLIENT = "org/apache/iceberg/shaded/org/apache/hc/client5/"
 
-_SECRET_KEY = re.compile(REDACTION_REGEX)
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-# environment variable -> (section key, is it a secret); S3 keys live under [iceberg.s3]
-ENV_CATALOG = {
-    "ROLLUP_CATALOG_TYPE": "type",
-    "ROLLUP_CATALOG_URI": "uri",
-    "ROLLUP_CATALOG_OAUTH2_SERVER_URI": "oauth2_server_uri",
-    "ROLLUP_CATALOG_SCOPE": "scope",
-}
-ENV_CATALOG_SECRETS = {
-    "ROLLUP_CATALOG_CREDENTIAL": "credential",
-    "ROLLUP_CATALOG_TOKEN": "token",
-}
-ENV_S3 = {
-    "ROLLUP_S3_ENDPOINT": "endpoint",
-    "ROLLUP_S3_REGION": "region",
-    "ROLLUP_S3_PATH_STYLE_ACCESS": "path_style_access",
-}
-ENV_S3_SECRETS = {
-    "ROLLUP_S3_ACCESS_KEY_ID": "access_key_id",
-    "ROLLUP_S3_SECRET_ACCESS_KEY": "secret_access_key",
-    "ROLLUP_S3_SESSION_TOKEN": "session_token",
-}
-
-
-@attrs.frozen(repr=False)
-class Secret:
-    """A secret string: shown as ``***`` by repr/str; ``.value`` gives the real text."""
-
-    value: str
-
-    def __repr__(self) -> str:
-        return f"Secret({REDACTED!r})"
-
-    __str__ = __repr__
-
-
-def _secret(value: str | None) -> Secret | None:
-    return Secret(value) if value else None
+KEYS = ("type", "uri", "oauth2_server_uri", "scope", "credential", "token")
+"""Keys of ``[iceberg]`` besides the tables ``s3`` and ``properties`` (secrets: environment)."""
+S3_KEYS = ("endpoint", "region", "path_style_access", "access_key_id", "secret_access_key",
+           "session_token")
+"""Keys of ``[iceberg.s3]`` (the last three: environment only)."""
 
 
 @attrs.frozen
@@ -208,69 +179,6 @@ def _flag(value: Any, where: str) -> bool:
     raise ConfigError(f"invalid {where} {value!r}: expected true or false")
 
 
-def _no_secrets_in_file(section: Mapping[str, Any], names: Mapping[str, str], where: str) -> None:
-    for env, key in names.items():
-        if key in section:
-            raise ConfigError(f"{where} {key} is a secret and is not read from the config file: "
-                              f"set the environment variable {env} instead")
-
-
-def load_catalog_config(
-    section: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
-) -> CatalogConfig:
-    """Build the catalog configuration from an ``[iceberg]`` TOML section and the environment.
-
-    Environment variables (``ROLLUP_CATALOG_*``, ``ROLLUP_S3_*``) override the section; secrets
-    come from the environment only.
-
-    Raises:
-        ConfigError: an unknown key, a bad value, or a secret written in the file.
-    """
-    env = os.environ if env is None else env
-    file = _section(section, "[iceberg] section")
-    file_s3 = _section(file.pop("s3", None), "[iceberg.s3] section")
-    _no_secrets_in_file(file, ENV_CATALOG_SECRETS, "[iceberg]")
-    _no_secrets_in_file(file_s3, ENV_S3_SECRETS, "[iceberg.s3]")
-    extra = _section(file.pop("properties", None), "[iceberg.properties] section")
-    allowed = set(ENV_CATALOG.values())
-    unknown = sorted(set(file) - allowed)
-    unknown += sorted(f"s3.{key}" for key in set(file_s3) - set(ENV_S3.values()))
-    if unknown:
-        raise ConfigError(f"unknown [iceberg] setting {unknown[0]!r}: expected one of "
-                          f"{', '.join(sorted(allowed))}, s3.*, properties.*")
-
-    values: dict[str, Any] = {key: file.get(key) for key in allowed}
-    s3_values: dict[str, Any] = {key: file_s3.get(key) for key in ENV_S3.values()}
-    for var, key in ENV_CATALOG.items():
-        if env.get(var):
-            values[key] = env[var]
-    for var, key in ENV_S3.items():
-        if env.get(var):
-            s3_values[key] = env[var]
-    secrets = {key: _secret(env.get(var)) for var, key in ENV_CATALOG_SECRETS.items()}
-    s3_secrets = {key: _secret(env.get(var)) for var, key in ENV_S3_SECRETS.items()}
-
-    s3 = None
-    if file_s3 or any(s3_values.values()) or any(s3_secrets.values()):
-        path_style = s3_values.pop("path_style_access")
-        s3 = S3Config(
-            endpoint=_text(s3_values["endpoint"], "s3 endpoint"),
-            region=_text(s3_values["region"], "s3 region"),
-            path_style_access=None if path_style is None
-            else _flag(path_style, "s3 path_style_access"),
-            **s3_secrets,
-        )
-    return CatalogConfig(
-        type=(_text(values.pop("type"), "catalog type") or HADOOP).lower(),
-        uri=_text(values.pop("uri"), "catalog uri"),
-        oauth2_server_uri=_text(values.pop("oauth2_server_uri"), "oauth2_server_uri"),
-        scope=_text(values.pop("scope"), "scope"),
-        s3=s3,
-        properties={str(k): str(v) for k, v in extra.items()},
-        **secrets,
-    )
-
-
 def _text(value: Any, where: str) -> str | None:
     if value is None or value == "":
         return None
@@ -279,20 +187,113 @@ def _text(value: Any, where: str) -> str | None:
     return value
 
 
+def _secret(value: Any, where: str) -> Secret | None:
+    if isinstance(value, Secret):
+        return value
+    text = _text(value, where)
+    return Secret(text) if text else None
+
+
+def check_file_section(section: Any) -> None:
+    """Refuse unknown keys and secrets in an ``[iceberg]`` section read from the file.
+
+    Raises:
+        ConfigError: naming the key, and for a secret the environment variable to set.
+    """
+    file = _section(section, "[iceberg] section")
+    file_s3 = _section(file.get("s3"), "[iceberg.s3] section")
+    _section(file.get("properties"), "[iceberg.properties] section")
+    for path, variable in secret_keys().items():
+        if path[0] != "iceberg":
+            continue
+        where, holder = ("[iceberg.s3]", file_s3) if path[1] == "s3" else ("[iceberg]", file)
+        if path[-1] in holder:
+            raise ConfigError(f"{where} {path[-1]} is a secret and is not read from the config "
+                              f"file: set the environment variable {variable} instead")
+    unknown = sorted(set(file) - {*KEYS, "s3", "properties"})
+    unknown += sorted(f"s3.{key}" for key in set(file_s3) - set(S3_KEYS))
+    if unknown:
+        allowed = ", ".join(k for k in KEYS if k not in ("credential", "token"))
+        raise ConfigError(f"unknown [iceberg] setting {unknown[0]!r}: expected one of "
+                          f"{allowed}, s3.*, properties.*")
+
+
+def parse_catalog_config(section: Any) -> CatalogConfig:
+    """The `CatalogConfig` of a merged ``[iceberg]`` tree (the file, the environment on top).
+
+    Raises:
+        ConfigError: a bad value, or a REST catalog without uri.
+    """
+    values = _section(section, "[iceberg] section")
+    s3_values = _section(values.get("s3"), "[iceberg.s3] section")
+    extra = _section(values.get("properties"), "[iceberg.properties] section")
+    s3 = None
+    if s3_values:
+        path_style = s3_values.get("path_style_access")
+        s3 = S3Config(
+            endpoint=_text(s3_values.get("endpoint"), "s3 endpoint"),
+            region=_text(s3_values.get("region"), "s3 region"),
+            path_style_access=None if path_style is None
+            else _flag(path_style, "s3 path_style_access"),
+            access_key_id=_secret(s3_values.get("access_key_id"), "s3 access_key_id"),
+            secret_access_key=_secret(s3_values.get("secret_access_key"),
+                                      "s3 secret_access_key"),
+            session_token=_secret(s3_values.get("session_token"), "s3 session_token"),
+        )
+    return CatalogConfig(
+        type=(_text(values.get("type"), "catalog type") or HADOOP).lower(),
+        uri=_text(values.get("uri"), "catalog uri"),
+        credential=_secret(values.get("credential"), "credential"),
+        token=_secret(values.get("token"), "token"),
+        oauth2_server_uri=_text(values.get("oauth2_server_uri"), "oauth2_server_uri"),
+        scope=_text(values.get("scope"), "scope"),
+        s3=s3,
+        properties={str(k): str(v) for k, v in extra.items()},
+    )
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `top` laid over it, tables merged key by key (neither is changed)."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = (merge(below, value)
+                       if isinstance(value, Mapping) and isinstance(below, Mapping) else value)
+    return merged
+
+
+def load_catalog_config(
+    section: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> CatalogConfig:
+    """The catalog configuration of an ``[iceberg]`` file section and the environment.
+
+    `rollup.config.load_settings` gives the same as `Settings.iceberg`. Environment variables
+    (``ROLLUP_CATALOG_*``, ``ROLLUP_S3_*``; `env`, default `os.environ`) override the
+    section; secrets come from the environment only.
+
+    Raises:
+        ConfigError: an unknown key, a bad value, or a secret written in the file.
+    """
+    check_file_section(section)
+    tree = env_overrides(env).get("iceberg", {})
+    return parse_catalog_config(merge(_section(section, "[iceberg] section"), tree))
+
+
 def catalog_spark_conf(
     catalog: str, warehouse: str | None, config: CatalogConfig | None = None
 ) -> dict[str, str]:
     """Complete Spark conf for an Iceberg catalog named ``catalog`` (extensions included).
 
-    A Hadoop warehouse given as a local path is made absolute (and created), as
-    `rollup.engine.get_spark` does; REST warehouses are passed as given.
+    A Hadoop warehouse given as a local path is made absolute (not created: the session
+    that starts does that, see `rollup.engine.get_spark`); REST warehouses are passed as given.
     """
-    from rollup.engine import ICEBERG_EXTENSIONS, SESSION_CONF, resolve_warehouse, validate_catalog
+    from rollup.config import warehouse_location
+    from rollup.engine import ICEBERG_EXTENSIONS, SESSION_CONF, validate_catalog
 
     config = config or CatalogConfig()
     validate_catalog(catalog)
     if config.type == HADOOP:
-        warehouse = resolve_warehouse(warehouse)
+        warehouse = warehouse_location(warehouse)
     prefix = f"spark.sql.catalog.{catalog}"
     conf = {
         "spark.sql.extensions": ICEBERG_EXTENSIONS,
@@ -301,31 +302,21 @@ def catalog_spark_conf(
         **SESSION_CONF,
     }
     if any(is_secret_key(key) for key in conf):
-        conf["spark.redaction.regex"] = REDACTION_REGEX
+        conf["spark.redaction.regex"] = SECRET_KEY_PATTERN
     return conf
 
 
 def session_catalog_conf(
-    catalog: str, warehouse: str | None, section: Mapping[str, Any] | None,
-    env: Mapping[str, str] | None = None,
+    catalog: str, warehouse: str | None, config: CatalogConfig | None
 ) -> dict[str, str]:
-    """Conf a local session needs beyond `rollup.engine`'s default Hadoop catalog ({} if none).
+    """Conf a session needs beyond `rollup.engine`'s default Hadoop catalog ({} if none).
 
-    Raises:
-        ConfigError: a bad catalog configuration, or a REST catalog with a runtime jar
-            that cannot talk to it (see `check_rest_client`).
+    Pure: the jars a REST catalog needs are checked where the session starts
+    (`rollup.engine.get_spark`, `check_rest_jars`).
     """
-    config = load_catalog_config(section, env)
-    if config.is_default:
+    if config is None or config.is_default:
         return {}
-    conf = catalog_spark_conf(catalog, warehouse, config)
-    if config.type == REST:
-        from rollup.jars import spark_jar_conf
-
-        jar_conf = spark_jar_conf()
-        check_rest_client(config, jar_conf.get("spark.jars", "").split(","),
-                          jar_conf.get("spark.jars.packages"))
-    return conf
+    return catalog_spark_conf(catalog, warehouse, config)
 
 
 def has_http_client(jars: Sequence[str]) -> bool:
@@ -340,12 +331,12 @@ def has_http_client(jars: Sequence[str]) -> bool:
     return False
 
 
-def check_rest_client(config: CatalogConfig, jars: Sequence[str], packages: str | None) -> None:
-    """Raise ConfigError if a REST catalog is configured but the jars lack its HTTP client.
+def check_rest_jars(jars: Sequence[str], packages: str | None) -> None:
+    """Raise ConfigError unless the jars (or Maven packages) give the REST client.
 
     Maven packages (``spark.jars.packages``) bring the official runtime, which has it.
     """
-    if config.type != REST or (packages or "").strip() or has_http_client(jars):
+    if (packages or "").strip() or has_http_client(jars):
         return
     raise ConfigError(
         "the REST catalog needs the official Iceberg runtime jar (the PyPI repackaging lacks "
@@ -354,22 +345,7 @@ def check_rest_client(config: CatalogConfig, jars: Sequence[str], packages: str 
     )
 
 
-def is_secret_key(key: str) -> bool:
-    """True if a conf key names a secret (credential, token, password, S3 keys)."""
-    return bool(_SECRET_KEY.search(key))
-
-
-def redact_value(value: str) -> str:
-    """``value`` with any ``user:password@`` part of a URI masked."""
-    return _USERINFO.sub(f"{REDACTED}@", value)
-
-
-def redact(conf: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``conf`` that is safe to print: secret values become ``***``."""
-    return {key: REDACTED if is_secret_key(key) else redact_value(str(value))
-            for key, value in conf.items()}
-
-
-def redacted_repr(conf: Mapping[str, str]) -> str:
-    """``repr`` of a conf mapping with secrets masked (for attrs ``repr=``)."""
-    return repr(redact(conf))
+def check_rest_client(config: CatalogConfig, jars: Sequence[str], packages: str | None) -> None:
+    """`check_rest_jars` when `config` is a REST catalog; nothing for Hadoop."""
+    if config.type == REST:
+        check_rest_jars(jars, packages)

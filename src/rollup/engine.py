@@ -1,8 +1,10 @@
 """Spark session setup: a local SparkSession with an Iceberg (Hadoop) catalog.
 
 ``get_spark()`` builds a session tuned for a small local box, with the Iceberg runtime on the
-classpath (see ``rollup.jars``). ``configure_session()`` adapts a session the user built
-(notebook, spark-submit) and checks that it has the Iceberg catalog rollup needs.
+classpath (see ``rollup.jars``): the only place where Spark conf and jars are put together.
+It first checks that Java 17 or newer is on the machine. ``configure_session()`` adapts a
+session the user built (notebook, spark-submit) and checks that it has the Iceberg catalog
+rollup needs.
 """
 
 from __future__ import annotations
@@ -10,22 +12,26 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rollup.config import URI, EngineConfig, engine_from_environment, warehouse_location
+from rollup.defaults import DEFAULT_CATALOG, DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER
+from rollup.env import value as env_value
 from rollup.errors import ConfigError, EngineError
 from rollup.jars import atomic_write, cache_dir_default, spark_jar_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-DEFAULT_CATALOG = "rollup"
-DEFAULT_NAMESPACE = "market_data"
-DEFAULT_MASTER = "local[2]"
-DEFAULT_DRIVER_MEMORY = "4g"
+__all__ = ["DEFAULT_CATALOG", "JavaVersionError", "check_java", "configure_session",
+           "get_spark", "iceberg_conf", "java_version", "resolve_warehouse"]
+
+JAVA_REQUIRED = 17
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 JAVA_MISSING = (
     "Java 17 not found: install OpenJDK 17 (e.g. apt-get install openjdk-17-jre-headless) "
@@ -33,7 +39,7 @@ JAVA_MISSING = (
 )
 
 _CATALOG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b, file:///p, file:/p; not C:/
+_JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 _LOCK = threading.Lock()
 
 # Runtime SQL confs rollup relies on: UTC timestamps and per-partition INSERT OVERWRITE.
@@ -58,13 +64,11 @@ def resolve_warehouse(warehouse: str | Path | None) -> str:
     URIs (``s3://...``, ``file:///...``) are returned unchanged; a local path is made absolute
     and the directory is created and checked for write access.
     """
-    value = warehouse if warehouse is not None else os.environ.get("ROLLUP_WAREHOUSE") or None
-    if value is None:
-        value = "warehouse"
-    text = str(value)
-    if _URI_RE.match(text):
+    value = warehouse if warehouse is not None else env_value("ROLLUP_WAREHOUSE")
+    text = warehouse_location(value)
+    if URI.match(text):
         return text
-    path = Path(text).expanduser().absolute()
+    path = Path(text)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -117,9 +121,9 @@ logger.plans.level = error
 # rollup reports such a failure itself, in one line (see runner.LevelRunError).
 
 
-def _log4j2_options() -> str:
+def _log4j2_options(jars_dir: str | None = None) -> str:
     """JVM options selecting rollup's quiet log4j2 config (written once to the jar cache)."""
-    path = cache_dir_default() / "log4j2-rollup.properties"
+    path = cache_dir_default(jars_dir) / "log4j2-rollup.properties"
     try:
         if not path.is_file() or path.read_text() != _LOG4J2:
             with atomic_write(path) as handle:
@@ -129,16 +133,69 @@ def _log4j2_options() -> str:
     return f"-Dlog4j2.configurationFile={path.as_uri()}"
 
 
-def check_java() -> None:
-    """Raise EngineError unless a Java runtime can be found (JAVA_HOME or ``java`` on PATH)."""
+class JavaVersionError(EngineError):
+    """The Java runtime on the machine is missing, cannot run, or is older than Java 17."""
+
+
+_JAVA_OK: set[str] = set()  # java executables already checked in this process
+
+
+def _java_executable() -> str:
     java_home = os.environ.get("JAVA_HOME")
     if java_home:
-        if not (Path(java_home) / "bin" / "java").exists():
-            raise EngineError(
-                f"JAVA_HOME={java_home} has no bin/java: point it at a Java 17 install or unset it"
-            )
-    elif shutil.which("java") is None:
+        java = Path(java_home) / "bin" / "java"
+        if not java.exists():
+            raise EngineError(f"JAVA_HOME={java_home} has no bin/java: point it at a Java 17 "
+                              "install or unset it")
+        return str(java)
+    found = shutil.which("java")
+    if found is None:
         raise EngineError(JAVA_MISSING)
+    return found
+
+
+def java_version(java: str) -> tuple[int, str]:
+    """The feature version of `java` (8 for 1.8, 17 for 17.0.9) and the text it printed.
+
+    Raises:
+        JavaVersionError: `java -version` cannot run or prints no version.
+    """
+    try:
+        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60,
+                              check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise JavaVersionError(f"cannot run {java} -version ({exc}): install OpenJDK 17 or "
+                               "set JAVA_HOME to a Java 17 install") from None
+    output = done.stderr + done.stdout
+    match = _JAVA_VERSION.search(output)
+    if match is None:
+        first = (output.strip().splitlines() or ["no output"])[0]
+        raise JavaVersionError(f"{java} -version printed no version ({first!r}): install "
+                               "OpenJDK 17 or set JAVA_HOME to a Java 17 install")
+    major = int(match[1])
+    if major == 1 and match[2] is not None:  # 1.8.0_392 is Java 8
+        major = int(match[2])
+    return major, output[match.start() + len('version "'):].split('"', 1)[0]
+
+
+def check_java() -> None:
+    """Raise unless a Java 17 or newer runtime is found (JAVA_HOME, else ``java`` on PATH).
+
+    ``java -version`` runs once per executable and process.
+
+    Raises:
+        EngineError: no Java; JavaVersionError: it cannot run or is older than 17.
+    """
+    java = _java_executable()
+    if java in _JAVA_OK:
+        return
+    major, text = java_version(java)
+    if major < JAVA_REQUIRED:
+        raise JavaVersionError(
+            f"Java {text} found at {java}, but rollup needs Java {JAVA_REQUIRED} or newer: "
+            "install OpenJDK 17 (e.g. apt-get install openjdk-17-jre-headless) and put it on "
+            "PATH or set JAVA_HOME")
+    _JAVA_OK.add(java)
 
 
 def _active_session() -> SparkSession | None:
@@ -161,14 +218,20 @@ def get_spark(
     master: str | None = None,
     app_name: str = "rollup",
     conf: Mapping[str, str] | None = None,
+    engine: EngineConfig | None = None,
 ) -> SparkSession:
     """Return the active SparkSession, or build a local one with Iceberg configured.
 
     An already running session is checked with ``configure_session`` (the catalog must exist;
-    an explicit ``warehouse`` must match its warehouse) and returned; ``master``, ``app_name``
-    and ``conf`` then have no effect. A new session gets ``master`` (default
-    ``$ROLLUP_SPARK_MASTER`` or ``local[2]``), the Iceberg jars, the catalog at
-    ``resolve_warehouse(warehouse)``, small-box settings, and finally ``conf`` on top.
+    an explicit ``warehouse`` must match its warehouse) and returned; ``master``, ``app_name``,
+    ``conf`` and ``engine`` then have no effect. A new session gets ``master`` (default
+    ``engine.master``, else ``local[2]``), the Iceberg jars, the catalog at
+    ``resolve_warehouse(warehouse)``, small-box settings, ``engine.spark_conf`` and finally
+    ``conf`` on top. Without ``engine`` (`Settings.engine`), the environment's is used.
+
+    Raises:
+        EngineError: no Java 17, an unusable warehouse, or Spark cannot start.
+        ConfigError: a bad catalog name, or a REST catalog without a REST-capable runtime jar.
     """
     validate_catalog(catalog)
     with _LOCK:
@@ -176,19 +239,27 @@ def get_spark(
         if existing is not None:
             return configure_session(existing, catalog=catalog, warehouse=warehouse)
         check_java()
+        engine = engine or engine_from_environment()
         # A REST catalog's warehouse is a name or remote location: no local directory.
         kind = (conf or {}).get(f"spark.sql.catalog.{catalog}.type", "hadoop")
         location = resolve_warehouse(warehouse) if kind == "hadoop" else str(warehouse or "")
-        master = master or os.environ.get("ROLLUP_SPARK_MASTER") or DEFAULT_MASTER
+        master = master or engine.master or DEFAULT_MASTER
+        jar_conf = spark_jar_conf(cache_dir_default(engine.jars_dir), jars=engine.iceberg_jars,
+                                  packages=engine.iceberg_packages or "")
+        if kind == "rest":
+            from rollup.catalogs import check_rest_jars
+
+            check_rest_jars(jar_conf.get("spark.jars", "").split(","),
+                            jar_conf.get("spark.jars.packages"))
         settings = {
             "spark.sql.shuffle.partitions": "4",
             "spark.sql.adaptive.enabled": "true",
             "spark.sql.adaptive.coalescePartitions.enabled": "true",
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
-            "spark.driver.memory": os.environ.get("ROLLUP_DRIVER_MEMORY") or DEFAULT_DRIVER_MEMORY,
-            **spark_jar_conf(),
-            "spark.driver.extraJavaOptions": _log4j2_options(),
+            "spark.driver.memory": DEFAULT_DRIVER_MEMORY,
+            **jar_conf,
+            "spark.driver.extraJavaOptions": _log4j2_options(engine.jars_dir),
             **iceberg_conf(catalog, location),
         }
         if master.startswith("local"):
@@ -197,7 +268,7 @@ def get_spark(
             settings["spark.driver.bindAddress"] = "127.0.0.1"
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        user = dict(conf or {})
+        user = {**engine.spark_conf, **(conf or {})}
         extra = user.pop("spark.driver.extraJavaOptions", "")
         settings.update(user)
         # The user's JVM options come last, so their own -Dlog4j2.configurationFile wins.
@@ -215,7 +286,7 @@ def get_spark(
         except Exception as exc:  # py4j/launcher errors: keep one line, chain the cause
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EngineError(f"cannot start Spark (master {master}): {first}") from exc
-        spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "ERROR")
+        spark.sparkContext.setLogLevel(engine.log_level)
         return spark
 
 
@@ -223,7 +294,7 @@ def _same_location(a: str, b: str) -> bool:
     def norm(loc: str) -> str:
         if loc.startswith("file:"):
             loc = re.sub(r"^file:(//)?", "", loc)
-        if _URI_RE.match(loc):
+        if URI.match(loc):
             return loc.rstrip("/")
         return str(Path(loc).expanduser().absolute()).rstrip("/")
 

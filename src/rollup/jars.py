@@ -12,7 +12,8 @@ written atomically (temp file + ``os.replace``).
 
 Overrides: ``ROLLUP_ICEBERG_JARS`` (comma-separated jar paths, used as-is) and
 ``ROLLUP_ICEBERG_PACKAGES`` (Maven coordinates for ``spark.jars.packages``, for machines that
-reach Maven).
+reach Maven), given as arguments (`rollup.config.EngineConfig`) or, when not given, read from
+the environment by `rollup.env`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from rollup.env import value as env_value
 from rollup.errors import ConfigError, EngineError
 
 RUNTIME_JAR = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
@@ -46,9 +48,17 @@ _PACKAGE = "com/fasterxml/jackson/"
 _RELOCATION_REVISION = "r2"  # bump when the relocation changes, so caches are rebuilt
 
 
-def cache_dir_default() -> Path:
-    """The jar cache: ``$ROLLUP_JARS_DIR`` or ``~/.cache/rollup/jars``."""
-    return Path(os.environ.get("ROLLUP_JARS_DIR") or Path.home() / ".cache" / "rollup" / "jars")
+def cache_dir_default(jars_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The jar cache: `jars_dir`, else ``$ROLLUP_JARS_DIR``, else ``~/.cache/rollup/jars``."""
+    chosen = jars_dir or env_value("ROLLUP_JARS_DIR")
+    return Path(chosen) if chosen else Path.home() / ".cache" / "rollup" / "jars"
+
+
+def _explicit_jars(jars: Sequence[str] | None) -> list[str]:
+    if jars is None:
+        text = env_value("ROLLUP_ICEBERG_JARS") or ""
+        jars = text.split(",")
+    return [p.strip() for p in jars if p.strip()]
 
 
 def relocate_bytes(data: bytes) -> bytes:
@@ -183,14 +193,16 @@ def _jackson_jars(cache: Path) -> list[Path]:
     return jars
 
 
-def iceberg_jars(cache_dir: Path | None = None) -> list[Path]:
+def iceberg_jars(cache_dir: Path | None = None, *,
+                 jars: Sequence[str] | None = None) -> list[Path]:
     """Jar paths for ``spark.jars``: the Iceberg runtime plus the relocated Jackson jars.
 
-    ``ROLLUP_ICEBERG_JARS`` (comma-separated paths), when set, is returned instead.
+    `jars` (default: ``ROLLUP_ICEBERG_JARS``, comma-separated), when not empty, is returned
+    instead, checked to exist.
     """
-    explicit = os.environ.get("ROLLUP_ICEBERG_JARS", "").strip()
+    explicit = _explicit_jars(jars)
     if explicit:
-        paths = [Path(p.strip()).expanduser() for p in explicit.split(",") if p.strip()]
+        paths = [Path(p).expanduser() for p in explicit]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise ConfigError(f"ROLLUP_ICEBERG_JARS names missing jar(s): {', '.join(missing)}")
@@ -202,17 +214,21 @@ def iceberg_jars(cache_dir: Path | None = None) -> list[Path]:
         raise EngineError(f"cannot provision Iceberg jars in {cache}: {exc}") from exc
 
 
-def spark_jar_conf(cache_dir: Path | None = None) -> dict[str, str]:
+def spark_jar_conf(cache_dir: Path | None = None, *, jars: Sequence[str] | None = None,
+                   packages: str | None = None) -> dict[str, str]:
     """Spark conf entries that put Iceberg on the classpath.
 
-    ``ROLLUP_ICEBERG_PACKAGES`` (Maven coordinates) gives ``{"spark.jars.packages": ...}``;
-    otherwise ``{"spark.jars": <comma-separated iceberg_jars()>}``. With both
-    ``ROLLUP_ICEBERG_JARS`` and ``ROLLUP_ICEBERG_PACKAGES`` set, both keys are returned.
+    `packages` (Maven coordinates; default ``ROLLUP_ICEBERG_PACKAGES``) gives
+    ``{"spark.jars.packages": ...}``; otherwise ``{"spark.jars": <comma-separated
+    iceberg_jars()>}``. With both explicit jars (`jars`, default ``ROLLUP_ICEBERG_JARS``) and
+    packages, both keys are returned.
     """
-    packages = os.environ.get("ROLLUP_ICEBERG_PACKAGES", "").strip()
-    if packages and not os.environ.get("ROLLUP_ICEBERG_JARS", "").strip():
+    packages = (packages if packages is not None else env_value("ROLLUP_ICEBERG_PACKAGES")
+                or "").strip()
+    explicit = _explicit_jars(jars)
+    if packages and not explicit:
         return {"spark.jars.packages": packages}
-    conf = {"spark.jars": ",".join(str(p) for p in iceberg_jars(cache_dir))}
+    conf = {"spark.jars": ",".join(str(p) for p in iceberg_jars(cache_dir, jars=explicit))}
     if packages:
         conf["spark.jars.packages"] = packages
     return conf

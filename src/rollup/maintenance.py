@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from rollup import state
-from rollup.errors import ConcurrentRunError, ConfigError, InputError, RollupError, one_line
+from rollup.config import MaintenanceConfig
+from rollup.errors import ConcurrentRunError, InputError, RollupError, one_line
 from rollup.retention import (
     DEFAULT_ORPHAN_AGE,
     DEFAULT_RETAIN_LAST,
@@ -64,46 +65,8 @@ class MaintenanceError(RollupError):
 # Settings
 
 
-@attrs.frozen
-class Cleanup:
-    """Snapshot expiry and orphan removal settings (`[maintenance]` in rollup.toml).
-
-    Shared by `rollup retention` and `rollup maintain`, so both read the section one way.
-    """
-
-    snapshot_age: timedelta = DEFAULT_SNAPSHOT_AGE
-    retain_last: int = DEFAULT_RETAIN_LAST
-    orphan_age: timedelta = DEFAULT_ORPHAN_AGE
-
-    @classmethod
-    def from_section(
-        cls, section: Mapping[str, Any], *, snapshot_age_days: float | None = None,
-        retain_last: int | None = None, orphan_age_days: float | None = None,
-    ) -> Cleanup:
-        """The settings of a `[maintenance]` section; explicit (command line) values win.
-
-        Raises:
-            ConfigError: a value of the wrong type (days must be numbers, retain_last whole).
-        """
-        snapshot_age = _days(snapshot_age_days, "snapshot_age_days", section)
-        orphan_age = _days(orphan_age_days, "orphan_age_days", section)
-        keep = retain_last if retain_last is not None else section.get(
-            "retain_last", DEFAULT_RETAIN_LAST)
-        if isinstance(keep, bool) or not isinstance(keep, int):
-            raise ConfigError(f"invalid [maintenance] retain_last {keep!r}: expected a number")
-        return cls(snapshot_age=DEFAULT_SNAPSHOT_AGE if snapshot_age is None else snapshot_age,
-                   retain_last=keep,
-                   orphan_age=DEFAULT_ORPHAN_AGE if orphan_age is None else orphan_age)
-
-
-def _days(value: float | None, key: str, section: Mapping[str, Any]) -> timedelta | None:
-    if value is None:
-        value = section.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"invalid [maintenance] {key} {value!r}: expected a number of days")
-    return timedelta(days=value)
+Cleanup = MaintenanceConfig
+"""Snapshot expiry and orphan removal settings: `Settings.maintenance` (`[maintenance]`)."""
 
 
 def _whole(value: object, what: str, minimum: int) -> None:

@@ -69,11 +69,12 @@ def _settings(
 
 
 def warehouse_location(warehouse: str | os.PathLike[str] | None) -> str:
-    """The warehouse as pyiceberg opens it: a URI unchanged, a local path made absolute."""
-    text = str(warehouse) if warehouse is not None else "warehouse"
-    if _URI.match(text):
-        return text.removeprefix("file://") if text.startswith("file:///") else text
-    return str(Path(text).expanduser().absolute())
+    """The warehouse as pyiceberg opens it: a URI unchanged (``file:///p`` as ``/p``), a
+    local path made absolute (`rollup.config.warehouse_location`)."""
+    from rollup.config import warehouse_location as location
+
+    text = location(warehouse)
+    return text.removeprefix("file://") if text.startswith("file:///") else text
 
 
 def _join(base: str, *parts: str) -> str:
@@ -179,14 +180,14 @@ def open_bar_table(
     The Hadoop catalog (the default) is read straight from the warehouse; a REST catalog
     (`[iceberg] type = "rest"`, see docs/configuration.md) through pyiceberg's REST client.
     """
-    from rollup.catalogs import REST, load_catalog_config
+    from rollup.catalogs import REST
     from rollup.identifiers import check_identifier
 
     resolved = _settings(settings, warehouse, namespace, config)
     level = resolved.dag.level(timeframe)
     ns = check_identifier(resolved.namespace, "namespace")
     name = check_identifier(level.table, "table name")
-    catalog_config = load_catalog_config(resolved.extra.get("iceberg"))
+    catalog_config = resolved.iceberg
     props = pyiceberg_properties(catalog_config, resolved.warehouse)
     if catalog_config.type == REST:
         from pyiceberg.catalog import load_catalog

@@ -1,10 +1,13 @@
-"""Redaction of credentials in settings, messages and log records.
+"""Redaction of credentials in settings, messages, printed commands and log records.
 
-Catalog and storage credentials reach rollup through the environment or the config file;
-they must never be printed or logged. `redact` masks the values of secret-looking keys in a
-mapping and in text (``key=value``, ``key: value``, ``"key": "value"``), the password of
+The one redaction module of rollup: one marker (`MASK`, ``***``) and one secret-key pattern
+(`SECRET_KEY_PATTERN`, also given to Spark as ``spark.redaction.regex``). Catalog and
+storage credentials reach rollup through the environment; they must never be printed or
+logged. `redact` masks the values of secret-looking keys in a mapping and in text
+(``key=value``, ``key: value``, ``"key": "value"``), the user info of
 ``scheme://user:password@host`` URIs, and any value passed in `known` (e.g. the values of
-secret environment variables). `RedactingFilter` applies it to every log record.
+secret environment variables). `Secret` holds one secret value; `RedactingFilter` applies
+`redact` to every log record.
 """
 
 from __future__ import annotations
@@ -15,18 +18,22 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, overload
 
-MASK = "****"
-SECRET_KEY = re.compile(
-    r"(secret|passw(or)?d|passwd|token|access[._-]?key|credential|api[._-]?key|private[._-]?key"
-    r"|session[._-]?key|auth)", re.IGNORECASE)
-"""Key names whose values are secrets (matches e.g. `s3.secret-access-key`, `AWS_SESSION_TOKEN`)."""
+import attrs
+
+MASK = "***"
+_SECRET_WORDS = (r"secret|passw(?:or)?d|token|credential|access[._-]?key|api[._-]?key"
+                 r"|private[._-]?key|session[._-]?key|authorization|auth[._-]?string")
+SECRET_KEY_PATTERN = f"(?i){_SECRET_WORDS}"
+"""Key names whose values are secrets, as a regex that Python and Java (Spark's
+``spark.redaction.regex``) both read: e.g. ``s3.secret-access-key``, ``AWS_SESSION_TOKEN``,
+``spark.hadoop.fs.s3a.access.key``, ``credential``, ``PGPASSWORD``, ``PREFECT_API_AUTH_STRING``."""
+SECRET_KEY = re.compile(_SECRET_WORDS, re.IGNORECASE)
 
 _KEY_VALUE = re.compile(
-    r"""(?P<key>["']?[A-Za-z0-9_.\-]*(?:secret|passw(?:or)?d|passwd|token|access[._-]?key"""
-    r"""|credential|api[._-]?key|private[._-]?key|session[._-]?key|auth)[A-Za-z0-9_.\-]*["']?)"""
+    rf"""(?P<key>["']?[A-Za-z0-9_.\-]*(?:{_SECRET_WORDS})[A-Za-z0-9_.\-]*["']?)"""
     r"""(?P<sep>\s*[=:]\s*)(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\])]+)""",
     re.IGNORECASE)
-_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)(?P<pw>[^@\s/]+)@")
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]+@")
 _MIN_KNOWN = 4  # shorter "secrets" would mask ordinary words and digits
 
 
@@ -51,7 +58,7 @@ def _mask_text(text: str, known: Iterable[str]) -> str:
         return f"{match.group('key')}{match.group('sep')}{quote}{MASK}{quote}"
 
     text = _KEY_VALUE.sub(key_value, text)
-    return _URI_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}@", text)
+    return _USERINFO.sub(lambda m: f"{m.group('head')}{MASK}@", text)
 
 
 @overload
@@ -61,7 +68,7 @@ def redact(value: Mapping[str, Any], known: Iterable[str] = ()) -> dict[str, Any
 
 
 def redact(value: str | Mapping[str, Any], known: Iterable[str] = ()) -> str | dict[str, Any]:
-    """A copy of `value` (text or a mapping, nested) with every secret replaced by ``****``.
+    """A copy of `value` (text or a mapping, nested) with every secret replaced by ``***``.
 
     Args:
         value: a message, or a mapping such as a Spark conf or a TOML section.
@@ -80,6 +87,23 @@ def redact(value: str | Mapping[str, Any], known: Iterable[str] = ()) -> str | d
                 result[key] = item
         return result
     return _mask_text(str(value), known)
+
+
+def redacted_repr(conf: Mapping[str, Any]) -> str:
+    """``repr`` of a mapping with secrets masked (for attrs ``repr=``)."""
+    return repr(redact(conf))
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A secret string: shown as ``***`` by repr/str; ``.value`` gives the real text."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    __str__ = __repr__
 
 
 class RedactingFilter(logging.Filter):

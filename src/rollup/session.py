@@ -34,8 +34,8 @@ def connect(
 
     settings = settings or load_settings(config, warehouse=warehouse)
     if spark is None:
-        spark = get_spark(settings.warehouse, catalog=settings.catalog, master=settings.master,
-                          conf=dict(settings.spark_conf))
+        spark = get_spark(settings.warehouse, catalog=settings.catalog, conf=settings.spark_conf,
+                          engine=settings.engine)
     else:
         configure_session(spark, catalog=settings.catalog, warehouse=warehouse)
     tables = Tables(spark, settings.catalog, settings.namespace, settings.dag,

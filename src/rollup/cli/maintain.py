@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from rollup.cli.common import settings_from, tables_from
+from rollup.cli.common import maintenance_flags, settings_from, tables_from
 
 
 def register(sub: Any) -> None:
@@ -32,13 +32,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
-    from rollup.maintenance import Cleanup, maintain
+    from rollup.maintenance import maintain
 
-    section = dict(settings_from(args).extra.get("maintenance") or {})
-    cleanup = Cleanup.from_section(section, snapshot_age_days=args.snapshot_age,
-                                   retain_last=args.retain_last,
-                                   orphan_age_days=args.orphan_age)
-    tables = tables_from(args)
+    settings = settings_from(args, maintenance_flags(args))
+    cleanup = settings.maintenance
+    tables = tables_from(args, settings=settings)
     results = maintain(
         tables, compact=not args.no_compact, rewrite_deletes=not args.no_rewrite_deletes,
         rewrite_manifests=not args.no_rewrite_manifests, expire=not args.no_expire,

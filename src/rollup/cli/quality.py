@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import timedelta
 from typing import Any
 
-from rollup.cli.common import progress, settings_from, tables_from
-from rollup.errors import ConfigError, InputError
+from rollup.cli.common import maintenance_flags, progress, settings_from, tables_from
 
 
 def register(sub: Any) -> None:
@@ -38,36 +36,13 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_retention)
 
 
-def _duration(text: str | None, what: str) -> timedelta | None:
-    """A duration written like a timeframe ('30m', '2h', '1d')."""
-    if text is None:
-        return None
-    from rollup.errors import TimeframeError
-    from rollup.timeframes import Timeframe
-
-    try:
-        return Timeframe.parse(text).duration
-    except TimeframeError:
-        raise InputError(f"invalid {what} {text!r}: expected a duration such as 30m, 2h or 1d"
-                         ) from None
-
-
-def _config_duration(section: dict[str, Any], key: str) -> str | None:
-    value = section.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"invalid [quality] {key} {value!r}: expected a string such as '2h'")
-    return value
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from rollup.quality import run_checks, summary
 
-    section = dict(settings_from(args).extra.get("quality") or {})
-    max_age = _duration(args.max_age or _config_duration(section, "max_age"), "max age")
-    max_lag = _duration(args.max_lag or _config_duration(section, "max_lag"), "max lag")
-    tables = tables_from(args)
+    settings = settings_from(args, {"quality": {"max_age": args.max_age,
+                                                "max_lag": args.max_lag}})
+    max_age, max_lag = settings.quality.max_age, settings.quality.max_lag
+    tables = tables_from(args, settings=settings)
     timeframes = None if args.timeframe == "all" else [args.timeframe]
     if timeframes:
         tables.dag.level(args.timeframe)
@@ -92,16 +67,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from rollup.maintenance import Cleanup
     from rollup.retention import enforce_retention
     from rollup.times import parse_instant
 
-    section = dict(settings_from(args).extra.get("maintenance") or {})
+    settings = settings_from(args, maintenance_flags(args))
     now = parse_instant(args.now, "--now") if args.now else None
-    cleanup = Cleanup.from_section(section, snapshot_age_days=args.snapshot_age,
-                                   retain_last=args.retain_last,
-                                   orphan_age_days=args.orphan_age)
-    tables = tables_from(args)
+    cleanup = settings.maintenance
+    tables = tables_from(args, settings=settings)
     results = enforce_retention(tables, now=now, dry_run=args.dry_run,
                                 snapshot_age=cleanup.snapshot_age,
                                 retain_last=cleanup.retain_last, orphan_age=cleanup.orphan_age)
@@ -114,3 +86,4 @@ def cmd_retention(args: argparse.Namespace) -> int:
                 for path in r.orphan_files:
                     print(f"  orphan file {path}")
     return 0
+
