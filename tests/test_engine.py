@@ -70,7 +70,18 @@ def test_resolve_warehouse_not_writable(tmp_path: Path) -> None:
         resolve_warehouse(ro)
 
 
+def _fake_java(directory: Path, output: str) -> Path:
+    """A `java` that prints `output` to stderr for -version, as the JDK does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    java = directory / "java"
+    lines = "".join(f"echo '{line}' >&2\n" for line in output.splitlines())
+    java.write_text(f"#!/bin/sh\n{lines}")  # builtins only: PATH may hold nothing else
+    java.chmod(0o755)
+    return java
+
+
 def test_check_java(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "_JAVA_OK", set())
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EngineError) as info:
@@ -82,12 +93,57 @@ def test_check_java(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
     with pytest.raises(EngineError, match="has no bin/java"):
         engine.check_java()
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "java").write_text("")
+    _fake_java(tmp_path / "bin", 'openjdk version "17.0.9" 2023-10-17\nOpenJDK Runtime')
+    engine.check_java()
+
+
+@pytest.mark.parametrize(("output", "found"), [
+    ('openjdk version "11.0.21" 2023-10-17', "11.0.21"),
+    ('java version "1.8.0_392"\nJava(TM) SE Runtime Environment', "1.8.0_392"),
+])
+def test_check_java_refuses_older_than_17(tmp_path: Path, monkeypatch, output: str,
+                                          found: str) -> None:
+    monkeypatch.setattr(engine, "_JAVA_OK", set())
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    java = _fake_java(tmp_path / "old", output)
+    monkeypatch.setenv("PATH", str(java.parent))
+    with pytest.raises(engine.JavaVersionError) as info:
+        engine.check_java()
+    message = str(info.value)
+    assert message.startswith(f"Java {found} found at {java}, but rollup needs Java 17 or newer")
+    assert "\n" not in message
+    assert isinstance(info.value, EngineError)
+
+
+@pytest.mark.parametrize(("output", "major"), [
+    ('openjdk version "17.0.9" 2023-10-17', 17), ('openjdk version "21" 2023-09-19', 21),
+    ('java version "1.8.0_392"', 8), ('openjdk version "11.0.2" 2019-01-15', 11),
+])
+def test_java_version_parses_every_scheme(tmp_path: Path, output: str, major: int) -> None:
+    assert engine.java_version(str(_fake_java(tmp_path, output)))[0] == major
+
+
+def test_java_that_prints_no_version_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "_JAVA_OK", set())
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(_fake_java(tmp_path, "Segmentation fault").parent))
+    with pytest.raises(engine.JavaVersionError, match="printed no version") as info:
+        engine.check_java()
+    assert "\n" not in str(info.value)
+
+
+def test_java_is_checked_once_per_process(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "_JAVA_OK", set())
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    java = _fake_java(tmp_path, 'openjdk version "17.0.1"')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    engine.check_java()
+    java.write_text("#!/bin/sh\nexit 1\n")  # would fail if run again
     engine.check_java()
 
 
 def test_get_spark_without_java_fails_fast(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "_JAVA_OK", set())
     monkeypatch.setattr(engine, "_active_session", lambda: None)
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))

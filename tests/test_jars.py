@@ -202,5 +202,17 @@ def test_explicit_jars_and_packages(tmp_path: Path, monkeypatch) -> None:
 def test_cache_dir_from_env(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ROLLUP_JARS_DIR", str(tmp_path / "c"))
     assert jars.cache_dir_default() == tmp_path / "c"
+    assert jars.cache_dir_default(str(tmp_path / "arg")) == tmp_path / "arg"  # argument wins
     monkeypatch.delenv("ROLLUP_JARS_DIR")
     assert jars.cache_dir_default() == Path.home() / ".cache" / "rollup" / "jars"
+
+
+def test_explicit_arguments_win_over_the_environment(tmp_path: Path, monkeypatch) -> None:
+    """Settings pass the jars and packages they loaded; the environment is only a fallback."""
+    a = tmp_path / "a.jar"
+    a.write_bytes(b"x")
+    monkeypatch.setenv("ROLLUP_ICEBERG_JARS", str(tmp_path / "missing.jar"))
+    monkeypatch.setenv("ROLLUP_ICEBERG_PACKAGES", "g:from-env:1")
+    assert jars.spark_jar_conf(jars=[str(a)], packages="") == {"spark.jars": str(a)}
+    assert jars.spark_jar_conf(jars=[], packages="g:arg:1") == {"spark.jars.packages": "g:arg:1"}
+    assert jars.iceberg_jars(jars=[str(a)]) == [a]

@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 
 from rollup.cli import main
-from rollup.secrets import MASK, RedactingFilter, is_secret_key, redact, secret_env_values
+from rollup.secrets import (
+    MASK,
+    SECRET_KEY_PATTERN,
+    RedactingFilter,
+    Secret,
+    is_secret_key,
+    redact,
+    redacted_repr,
+    secret_env_values,
+)
 from rollup.tables import REJECTED_TABLE, Tables
 
 PAYLOADS = [
@@ -39,7 +48,7 @@ def test_redact_text_masks_secret_keys_uris_and_known_values() -> None:
     out = redact(text, known=["sekrit-42"])
     for secret in ("abc123", "tok-9", "hunter22", "zzzz9", "pw-1", "sekrit-42"):
         assert secret not in out
-    assert "s3://AKIA:****@bucket/wh" in out
+    assert "s3://***@bucket/wh" in out  # the whole user info: an access key id is secret too
     assert "warehouse=/tmp/wh" in out and "kept" in out
 
 
@@ -48,19 +57,67 @@ def test_redact_mapping_nested() -> None:
             "s3": {"secret-access-key": "k-2", "region": "eu"}, "retries": 3,
             "credential": "id:secret"}
     out = redact(conf)
-    assert out == {"spark.sql.catalog.rollup.token": MASK, "uri": f"http://u:{MASK}@host/x",
+    assert out == {"spark.sql.catalog.rollup.token": MASK, "uri": f"http://{MASK}@host/x",
                    "s3": {"secret-access-key": MASK, "region": "eu"}, "retries": 3,
                    "credential": MASK}
     assert conf["s3"]["secret-access-key"] == "k-2"  # the input is not changed
 
 
-@pytest.mark.parametrize(("key", "secret"), [
-    ("AWS_SECRET_ACCESS_KEY", True), ("ROLLUP_CATALOG_TOKEN", True), ("s3.access-key-id", True),
-    ("PGPASSWORD", True), ("credential", True), ("api_key", True),
-    ("warehouse", False), ("ROLLUP_NAMESPACE", False), ("uri", False),
-])
-def test_secret_keys(key: str, secret: bool) -> None:
-    assert is_secret_key(key) is secret
+# One pattern for every key that names a secret: the environment variables, TOML keys and
+# Spark/Iceberg conf keys that either former redaction system (rollup.secrets and the one in
+# rollup.catalogs) treated as secret.
+SECRET_KEYS = [
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "ROLLUP_CATALOG_TOKEN",
+    "ROLLUP_CATALOG_CREDENTIAL", "ROLLUP_S3_ACCESS_KEY_ID", "ROLLUP_S3_SECRET_ACCESS_KEY",
+    "PGPASSWORD", "DB_PASSWD", "credential", "api_key", "API-KEY", "private_key",
+    "session.key", "PREFECT_API_AUTH_STRING", "Authorization",
+    "spark.sql.catalog.c.credential", "spark.sql.catalog.c.token",
+    "spark.sql.catalog.c.s3.secret-access-key", "spark.sql.catalog.c.s3.access-key-id",
+    "spark.sql.catalog.c.s3.session-token", "spark.hadoop.fs.s3a.access.key",
+    "spark.hadoop.fs.s3a.secret.key", "x.password",
+]
+PLAIN_KEYS = [
+    "warehouse", "ROLLUP_NAMESPACE", "uri", "spark.sql.catalog.c.uri",
+    "spark.sql.catalog.c.warehouse", "spark.sql.catalog.c.s3.endpoint", "spark.jars",
+    "spark.sql.catalog.c.rest.auth.type", "spark.sql.catalog.c.oauth2-server-uri",
+    "ROLLUP_S3_ENDPOINT", "author",
+]
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_secret_keys(key: str) -> None:
+    assert is_secret_key(key)
+    assert redact({key: "v-1"}) == {key: MASK}
+    assert redact(f"{key}=v-1") == f"{key}={MASK}"
+
+
+@pytest.mark.parametrize("key", PLAIN_KEYS)
+def test_plain_keys(key: str) -> None:
+    assert not is_secret_key(key)
+    assert redact({key: "v-1"}) == {key: "v-1"}
+
+
+def test_spark_gets_the_same_pattern() -> None:
+    """spark.redaction.regex is the pattern itself: Java reads (?i) and the same classes."""
+    import re
+
+    java_like = re.compile(SECRET_KEY_PATTERN)
+    assert all(java_like.search(k) for k in SECRET_KEYS)
+    assert not any(java_like.search(k) for k in PLAIN_KEYS)
+
+
+def test_one_marker_everywhere() -> None:
+    assert MASK == "***"
+    assert repr(Secret("hunter2")) == str(Secret("hunter2")) == f"Secret({MASK!r})"
+    assert redacted_repr({"token": "t-1", "uri": "https://u:p@h/x"}) == \
+        repr({"token": MASK, "uri": f"https://{MASK}@h/x"})
+
+
+def test_catalogs_has_no_redaction_of_its_own() -> None:
+    import rollup.catalogs as catalogs
+
+    assert catalogs.redact is redact and catalogs.is_secret_key is is_secret_key
+    assert not hasattr(catalogs, "REDACTED") and not hasattr(catalogs, "REDACTION_REGEX")
 
 
 def test_log_filter_masks_env_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
