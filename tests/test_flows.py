@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,23 +157,23 @@ class FakeCheck:
 def test_quality_flow_reports_checks_and_fails_when_strict(
         flows: Any, tables: Any, warehouse: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[Any, Any]] = []
+    calls: list[dict[str, Any]] = []
 
-    def run_checks(tbl: Any, timeframes: Any = None, since: Any = None) -> list[FakeCheck]:
-        calls.append((timeframes, since))
+    def run_checks(tbl: Any, **kwargs: Any) -> list[FakeCheck]:
+        calls.append(kwargs)
         return [FakeCheck("ohlc_bounds", "1m", True, 0),
                 FakeCheck("vwap_range", "5m", False, 3)]
 
-    fake = types.ModuleType("rollup.quality")
-    fake.run_checks = run_checks  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "rollup.quality", fake)
+    monkeypatch.setattr(flows, "run_checks", run_checks)
     kwargs = _kwargs(tables, warehouse, _config(tmp_path))
 
     checks = flows.quality_flow(**kwargs, timeframes=["5m"], since="2024-01-02")
     assert [c["check"] for c in checks] == ["ohlc_bounds", "vwap_range"]
-    assert calls[0][0] == ["5m"] and calls[0][1].isoformat() == "2024-01-02T00:00:00+00:00"
+    assert calls[0]["timeframes"] == ["5m"]
+    assert calls[0]["since"].isoformat() == "2024-01-02T00:00:00+00:00"
     text = _artifact(f"rollup-quality-{tables.namespace.replace('_', '-')}")
     assert "1 passed, 1 failed" in text and "vwap_range" in text
+    assert "| 1m |" in text  # each level's freshness is reported with the checks
 
     strict = _kwargs(tables, warehouse, _config(tmp_path, "quality_strict = true\n"))
     state = flows.quality_flow(**strict, return_state=True)
@@ -184,47 +182,74 @@ def test_quality_flow_reports_checks_and_fails_when_strict(
     assert "5m vwap_range" in str(state.message)
 
 
-def test_quality_and_retention_flows_degrade_without_their_modules(
+def _freshness(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = [c for c in checks if c["check"] == "freshness"]
+    return found
+
+
+def test_quality_flow_honours_the_quality_section(flows: Any, loaded: Any, warehouse: Path,
+                                                  tmp_path: Path) -> None:
+    """1m has never run: freshness passes with no limit, fails with `[quality] max_lag`."""
+    default = flows.quality_flow(**_kwargs(loaded, warehouse, _config(tmp_path)),
+                                 timeframes=["1m"])
+    assert _freshness(default)["passed"] is True
+    limited = _config(tmp_path, 'checks_after_run = false\n[quality]\nmax_lag = "1h"\n')
+    checks = flows.quality_flow(**_kwargs(loaded, warehouse, limited), timeframes=["1m"])
+    fresh = _freshness(checks)
+    assert fresh["passed"] is False and "lag behind trades over 1h" in fresh["detail"]
+
+
+def test_retention_flow_holds_every_level_slot_and_reads_maintenance(
         flows: Any, tables: Any, warehouse: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "rollup.quality", None)  # import fails: not installed
-    monkeypatch.setitem(sys.modules, "rollup.retention", None)
-    kwargs = _kwargs(tables, warehouse, _config(tmp_path))
-    assert flows.quality_flow(**kwargs) == []
-    text = _artifact(f"rollup-quality-{tables.namespace.replace('_', '-')}")
-    assert "not available" in text and "| 1m |" in text  # freshness still reported
-    assert flows.retention_flow(**kwargs) == []
-    assert "not available" in _artifact(
-        f"rollup-retention-{tables.namespace.replace('_', '-')}")
+    from datetime import timedelta
 
-
-def test_retention_flow_holds_every_level_slot(flows: Any, tables: Any, warehouse: Path,
-                                               tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.concurrency.sync import concurrency
 
     from rollup.config import load_settings
     from rollup.orchestration import level_slot
 
-    config = _config(tmp_path)
+    config = _config(tmp_path, "checks_after_run = false\n[maintenance]\nretain_last = 4\n"
+                     "orphan_age_days = 9\n")
     settings = load_settings(config, catalog=tables.catalog, namespace=tables.namespace)
     seen: dict[str, Any] = {}
 
-    def enforce_retention(tbl: Any, now: Any = None, dry_run: bool = False) -> list[dict]:
-        seen.update(now=now, dry_run=dry_run)
+    def enforce_retention(tbl: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        seen.update(kwargs)
         with pytest.raises(TimeoutError), concurrency(level_slot(settings, "1h"),
                                                        timeout_seconds=1, strict=True):
             pass  # a level run would have to wait: retention holds its slot
         return [{"table": "bars_1m", "partitions": 2}]
 
-    fake = types.ModuleType("rollup.retention")
-    fake.enforce_retention = enforce_retention  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "rollup.retention", fake)
+    monkeypatch.setattr(flows, "enforce_retention", enforce_retention)
     out = flows.retention_flow(**_kwargs(tables, warehouse, config), dry_run=True,
                                now="2025-01-01T00:00:00Z")
     assert out == [{"table": "bars_1m", "partitions": 2}]
     assert seen["dry_run"] is True and seen["now"].year == 2025
+    assert seen["retain_last"] == 4 and seen["orphan_age"] == timedelta(days=9)
     assert "bars_1m" in _artifact(f"rollup-retention-{tables.namespace.replace('_', '-')}")
+
+
+def test_retention_flow_expires_snapshots_by_the_maintenance_section(
+        flows: Any, tables: Any, warehouse: Path, tmp_path: Path) -> None:
+    """Two ingests give the trades table two snapshots: the older one is past a snapshot age
+    of 0 days (`[maintenance]`), not past the default 5 days."""
+    from rollup.ingest import ingest_file
+    from rollup.synthetic import synthetic_trades, write_trades_parquet
+
+    for file in write_trades_parquet(synthetic_trades(400, symbols=1), tmp_path / "trades",
+                                     rows_per_file=200):
+        ingest_file(tables, file)
+    kwargs = _kwargs(tables, warehouse, _config(tmp_path))
+
+    def expired(results: list[dict[str, Any]]) -> list[int]:
+        (trades,) = [r for r in results if r["table"] == tables.trades_table]
+        return list(trades["snapshots"])
+
+    assert expired(flows.retention_flow(**kwargs, dry_run=True)) == []
+    aged = _config(tmp_path, "checks_after_run = false\n[maintenance]\nsnapshot_age_days = 0\n")
+    assert len(expired(flows.retention_flow(**_kwargs(tables, warehouse, aged),
+                                            dry_run=True))) == 1
 
 
 def test_maintenance_flow_holds_every_level_slot_and_reads_its_section(
@@ -235,7 +260,7 @@ def test_maintenance_flow_holds_every_level_slot_and_reads_its_section(
     from prefect.concurrency.sync import concurrency
 
     from rollup.config import load_settings
-    from rollup.maintenance import Cleanup, FileCounts, MaintenanceResult
+    from rollup.maintenance import FileCounts, MaintenanceResult
     from rollup.orchestration import level_slot
 
     config = _config(tmp_path, "checks_after_run = false\n[maintenance]\nsnapshot_age_days = 2\n")
@@ -250,10 +275,7 @@ def test_maintenance_flow_holds_every_level_slot_and_reads_its_section(
         return [MaintenanceResult("bars_1m", "1m", False, FileCounts(288, 288, 9),
                                   FileCounts(1, 0, 5))]
 
-    fake = types.ModuleType("rollup.maintenance")
-    fake.maintain = maintain  # type: ignore[attr-defined]
-    fake.Cleanup = Cleanup  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "rollup.maintenance", fake)
+    monkeypatch.setattr(flows, "maintain", maintain)
     out = flows.maintenance_flow(**_kwargs(tables, warehouse, config), dry_run=True)
     assert out[0]["table"] == "bars_1m" and out[0]["after"]["data_files"] == 1
     assert seen["dry_run"] is True and seen["snapshot_age"] == timedelta(days=2)
@@ -261,36 +283,84 @@ def test_maintenance_flow_holds_every_level_slot_and_reads_its_section(
     assert "| bars_1m | 288 -> 1 | 288 -> 0 |" in text
 
 
-def test_submit_mode_runs_rollup_submit_with_the_level_chain(
-        flows: Any, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-    printed = '[\n  {"level": "1m", "status": "written", "changed": 7, "windows": 3}\n]\n'
+# --- submit mode: a fake spark-submit under SPARK_HOME ------------------------------------
 
-    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-        seen.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0, stdout="starting\n" + printed, stderr="")
+FAKE_SPARK_SUBMIT = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+level = args[args.index("--timeframe") + 1]
+log = os.environ["FAKE_SUBMIT_LOG"]
+with open(log, "a") as out:
+    out.write(json.dumps({{"level": level, "master": args[args.index("--master") + 1],
+                          "job": args[args.index("run"):]}}) + "\\n")
+failed = log + ".failed-" + level
+if level == os.environ.get("FAKE_SUBMIT_FAIL_ONCE") and not os.path.exists(failed):
+    open(failed, "w").close()
+    print("boom: executor lost", file=sys.stderr)
+    sys.exit(3)
+print(":: resolving dependencies ::")
+print(json.dumps([{{"level": level, "status": "written", "changed": 7, "windows": 3}}], indent=2))
+"""
 
-    fake = types.SimpleNamespace(run=run, TimeoutExpired=subprocess.TimeoutExpired)
-    monkeypatch.setattr(flows, "subprocess", fake)
-    config = _config(tmp_path, 'submit_master = "spark://127.0.0.1:7077"\n')
-    out = flows.level_flow("5m", warehouse=str(warehouse), config=config, catalog="rollup",
-                           namespace="submitted")
-    assert out == [{"level": "1m", "status": "written", "changed": 7, "windows": 3}]
-    (cmd,) = seen
-    assert cmd[cmd.index("submit"):] == ["submit", "--master", "spark://127.0.0.1:7077", "run",
-                                         "--timeframe", "5m", "--json"]
-    assert cmd[cmd.index("--namespace") + 1] == "submitted"
+
+@pytest.fixture
+def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A SPARK_HOME whose spark-submit logs each job (one JSON line) and prints its result."""
+    home = tmp_path / "spark"
+    (home / "bin").mkdir(parents=True)
+    script = home / "bin" / "spark-submit"
+    script.write_text(FAKE_SPARK_SUBMIT.format(python=sys.executable))
+    script.chmod(0o755)
+    log = tmp_path / "submissions.jsonl"
+    monkeypatch.setenv("SPARK_HOME", str(home))
+    monkeypatch.setenv("FAKE_SUBMIT_LOG", str(log))
+    monkeypatch.delenv("ROLLUP_SUBMIT_MASTER", raising=False)
+    return log
 
 
-def test_submit_failure_fails_the_run(flows: Any, warehouse: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(cmd, 3, stdout="", stderr="boom: no master\n")
+def _submissions(log: Path) -> list[dict[str, Any]]:
+    import json
 
-    monkeypatch.setattr(flows, "subprocess",
-                        types.SimpleNamespace(run=run, TimeoutExpired=subprocess.TimeoutExpired))
-    config = _config(tmp_path, 'submit_master = "spark://127.0.0.1:7077"\n')
-    state = flows.cascade_flow(warehouse=str(warehouse), config=config, catalog="rollup",
-                               namespace="submitted", return_state=True)
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _submit_config(tmp_path: Path, retries: int) -> str:
+    path = tmp_path / "submit.toml"
+    path.write_text(f"[orchestration]\nretries = {retries}\nretry_delay_seconds = 0\n"
+                    'timeout_seconds = 600\nsubmit_master = "spark://127.0.0.1:7077"\n')
+    return str(path)
+
+
+def test_submit_mode_runs_one_submission_per_level_in_dag_order(
+        flows: Any, warehouse: Path, tmp_path: Path, fake_cluster: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each level is its own task: the failed 30m job is retried alone, then 1h and 1d run."""
+    monkeypatch.setenv("FAKE_SUBMIT_FAIL_ONCE", "30m")
+    out = flows.cascade_flow(warehouse=str(warehouse), config=_submit_config(tmp_path, 1),
+                             catalog="rollup", namespace="submitted")
+    levels = ["1m", "5m", "30m", "1h", "1d"]
+    assert [r["level"] for r in out] == levels
+    assert {r["status"] for r in out} == {"written"}
+    jobs = _submissions(fake_cluster)
+    assert [j["level"] for j in jobs] == ["1m", "5m", "30m", "30m", "1h", "1d"]
+    assert all(j["master"] == "spark://127.0.0.1:7077" for j in jobs)
+    assert jobs[0]["job"] == ["run", "--timeframe", "1m", "--json"]
+    text = _artifact("rollup-cascade-submitted")
+    assert "submitted to spark://127.0.0.1:7077" in text
+    assert all(f"| {level} | written | 3 |" in text for level in levels)
+
+
+def test_submit_mode_level_flow_submits_its_chain_and_a_failure_stops_it(
+        flows: Any, warehouse: Path, tmp_path: Path, fake_cluster: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs = {"warehouse": str(warehouse), "catalog": "rollup", "namespace": "submitted"}
+    out = flows.level_flow("5m", config=_submit_config(tmp_path, 0), **kwargs)
+    assert [r["level"] for r in out] == ["1m", "5m"]
+    assert [j["level"] for j in _submissions(fake_cluster)] == ["1m", "5m"]
+
+    fake_cluster.unlink()
+    monkeypatch.setenv("FAKE_SUBMIT_FAIL_ONCE", "1m")
+    state = flows.cascade_flow(config=_submit_config(tmp_path, 0), return_state=True, **kwargs)
     assert state.is_failed()
-    assert "exited with status 3: boom: no master" in str(state.message)
+    assert "rollup submit for level 1m exited with status" in str(state.message)
+    assert [j["level"] for j in _submissions(fake_cluster)] == ["1m"]  # nothing above it ran

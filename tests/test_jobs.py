@@ -14,7 +14,7 @@ import pytest
 
 from rollup.cli import main
 from rollup.cli.job import job_argv
-from rollup.config import Settings
+from rollup.config import Settings, load_settings
 from rollup.errors import ConfigError, EngineError
 from rollup.sizing import (
     BYTES_PER_TRADE,
@@ -140,6 +140,11 @@ def test_generic_job_is_the_submit_launcher(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- building the command
 
 
+def _loaded(warehouse: str) -> Settings:
+    """Settings as commands read them: the environment (set by each test) over defaults."""
+    return load_settings(warehouse=warehouse)
+
+
 def _settings(tmp_path: Path, **kw) -> Settings:
     return Settings(warehouse=str(tmp_path / "wh"), namespace="ns1", **kw)
 
@@ -183,7 +188,7 @@ def test_maven_route(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ROLLUP_ICEBERG_PACKAGES",
                        "org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.2")
     monkeypatch.setenv("ROLLUP_S3_ENDPOINT", "http://127.0.0.1:9000")
-    sub = build_submission(Settings(warehouse="s3://bucket/wh"), MASTER, ["run"], app="job.py")
+    sub = build_submission(_loaded("s3://bucket/wh"), MASTER, ["run"], app="job.py")
     assert sub.jars == ()
     assert sub.packages == ("org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.2",
                             "org.apache.iceberg:iceberg-aws-bundle:1.10.2")
@@ -205,7 +210,7 @@ def test_rest_submission_hides_secrets(tmp_path: Path, monkeypatch, capsys) -> N
     assert "spark.sql.catalog.rollup.credential=***" in out
     assert "spark.sql.catalog.rollup.uri=https://catalog.example.com" in out
     assert "--warehouse analytics" in out  # a REST warehouse is passed as given
-    sub = build_submission(Settings(warehouse="analytics"), MASTER, ["run"], app="job.py")
+    sub = build_submission(_loaded("analytics"), MASTER, ["run"], app="job.py")
     assert "top-secret" not in repr(sub)
     assert set(sub.secrets) == {"spark.sql.catalog.rollup.credential",
                                 "spark.sql.catalog.rollup.s3.secret-access-key"}
@@ -307,7 +312,7 @@ def test_run_passes_secrets_in_a_private_file(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setenv("ROLLUP_CATALOG_TYPE", "rest")
     monkeypatch.setenv("ROLLUP_CATALOG_URI", "https://catalog.example.com")
     monkeypatch.setenv("ROLLUP_CATALOG_TOKEN", "tok=en:1")
-    sub = build_submission(Settings(warehouse="analytics"), MASTER, ["run"], app="job.py")
+    sub = build_submission(_loaded("analytics"), MASTER, ["run"], app="job.py")
     assert sub.spark_submit == str(home / "bin" / "spark-submit")
     assert sub.run() == 3  # spark-submit's exit code is returned
     record = json.loads((tmp_path / "record.json").read_text())

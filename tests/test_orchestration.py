@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
+from rollup import report
+from rollup.catalogs import CatalogConfig
 from rollup.cli import main
 from rollup.config import Settings, load_settings
-from rollup.errors import ConfigError
+from rollup.errors import ConfigError, TimeframeError
 from rollup.orchestration import (
-    OrchestrationConfig,
     artifact_key,
     deployment_specs,
-    find_flows_dir,
     flow_parameters,
     level_slot,
     submit_command,
@@ -111,8 +111,8 @@ cascade = "0 */6 * * *"
 
 @pytest.mark.parametrize(("toml", "message"), [
     ('[orchestration]\nretries = -1\n', "orchestration.retries -1"),
-    ('[orchestration]\nretry = 2\n', "unknown orchestration setting 'retry'"),
-    ('[orchestration.schedules]\n1m = "every minute"\n', "invalid schedule 'every minute'"),
+    ('[orchestration]\nretry = 2\n', "'retry'"),
+    ('[orchestration.schedules]\n1m = "every minute"\n', "schedule 'every minute'"),
     ('[orchestration.schedules]\n2m = "* * * * *"\n', "unknown schedule '2m'"),
     ('[orchestration]\nsubmit_master = "spark://x:1; rm -rf /"\n', "invalid Spark master"),
     ('[orchestration]\ntags = ["a b"]\n', "invalid orchestration.tags"),
@@ -121,20 +121,24 @@ cascade = "0 */6 * * *"
 ])
 def test_bad_orchestration_settings_fail_with_one_line(tmp_path: Path, toml: str,
                                                        message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as info:
-        OrchestrationConfig.from_settings(_settings(tmp_path, toml))
+    with pytest.raises((ConfigError, TimeframeError), match=message.replace("(", r"\(")) as info:
+        _settings(tmp_path, toml)
     assert "\n" not in str(info.value)
 
 
 def test_policy_defaults_and_environment_override(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    config = OrchestrationConfig.from_settings(Settings())
+    monkeypatch.delenv("ROLLUP_SUBMIT_MASTER", raising=False)
+    config = Settings().orchestration
     assert config.task_options() == {"retries": 2, "retry_delay_seconds": 60,
                                      "timeout_seconds": 300}
     assert config.submit_master is None
-    monkeypatch.setenv("ROLLUP_SUBMIT_MASTER", "spark://10.0.0.5:7077")
-    assert OrchestrationConfig.from_settings(Settings()).submit_master == "spark://10.0.0.5:7077"
-    spec = next(s for s in deployment_specs(Settings()) if s.kind == "cascade")
+    in_file = '[orchestration]\nsubmit_master = "spark://file:7077"\n'
+    assert _settings(tmp_path, in_file).orchestration.submit_master == "spark://file:7077"
+    monkeypatch.setenv("ROLLUP_SUBMIT_MASTER", "spark://10.0.0.5:7077")  # beats the file
+    settings = _settings(tmp_path, in_file)
+    assert settings.orchestration.submit_master == "spark://10.0.0.5:7077"
+    spec = next(s for s in deployment_specs(settings) if s.kind == "cascade")
     assert "spark://10.0.0.5:7077" in spec.description
 
 
@@ -214,12 +218,19 @@ def test_local_server_environment_is_loopback_sqlite_without_telemetry(
     assert "PREFECT_API_DATABASE_CONNECTION_URL" not in env  # SQLite under PREFECT_HOME
 
 
-def test_flows_dir_is_found_and_a_wrong_one_is_named(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path) -> None:
-    assert find_flows_dir() == ROOT / "flows"
-    monkeypatch.setenv("ROLLUP_FLOWS_DIR", str(tmp_path))
-    with pytest.raises(ConfigError, match=str(tmp_path)):
-        find_flows_dir()
+def test_flows_are_a_library_module_loaded_without_touching_sys_path() -> None:
+    pytest.importorskip("prefect")
+    from rollup.orchestration import load_flows
+
+    before = list(sys.path)
+    flows = load_flows()
+    assert flows.__name__ == "rollup.flows" and sys.path == before
+    import importlib
+
+    thin = importlib.import_module("runpy").run_path(str(ROOT / "flows" / "rollup_flows.py"))
+    assert thin["cascade_flow"] is flows.cascade_flow  # the file for Prefect's tools re-exports
+    for path in [*ROOT.joinpath("flows").glob("*.py"), *ROOT.joinpath("src").rglob("*.py")]:
+        assert "sys.path" not in path.read_text(), path
 
 
 # --- Prefect deployment objects (built locally, no server) --------------------------------
@@ -253,18 +264,7 @@ def test_prefect_deployments_carry_cron_utc_tags_parameters_and_limits() -> None
 # --- run reports (pure) ------------------------------------------------------------------
 
 
-def _report() -> Any:
-    from rollup.orchestration import find_flows_dir
-
-    if str(find_flows_dir()) not in sys.path:
-        sys.path.append(str(find_flows_dir()))
-    import rollup_report
-
-    return rollup_report
-
-
 def test_report_lists_levels_windows_rows_lag_and_checks() -> None:
-    report = _report()
     text = report.render(
         "rollup cascade · md", run_id="r1", mode="in-process Spark",
         results=[{"level": "1m", "status": "written", "windows": 12, "changed": 40,
@@ -286,7 +286,6 @@ def test_report_lists_levels_windows_rows_lag_and_checks() -> None:
 
 
 def test_run_json_is_found_after_other_output() -> None:
-    report = _report()
     out = 'Ivy resolving...\n[stage 1]\n[\n  {\n    "level": "1m",\n    "changed": 3\n  }\n]\n'
     assert report.parse_run_json(out) == [{"level": "1m", "changed": 3}]
     assert report.parse_run_json("no json here") is None
@@ -332,8 +331,7 @@ def test_compose_worker_config_is_valid_rollup_config(monkeypatch: pytest.Monkey
     assert conf["spark.sql.catalog.rollup.s3.endpoint"] == "http://minio:9000"
     assert conf["spark.driver.host"] == "rollup-worker"
     assert "iceberg-aws-bundle" in env["ROLLUP_ICEBERG_PACKAGES"]
-    config = OrchestrationConfig.from_settings(settings)
-    assert config.submit_master == "spark://spark-master:7077"
+    assert settings.orchestration.submit_master == "spark://spark-master:7077"
     assert "spark-master" in _compose()["services"]
 
 
@@ -363,5 +361,6 @@ def test_served_warehouse_is_absolute_for_hadoop_and_as_given_for_rest(
     local = served_settings(Settings(warehouse="wh"))
     assert local.warehouse == str(tmp_path / "wh")
     rest = Settings(warehouse="analytics",
-                    extra={"iceberg": {"type": "rest", "uri": "http://127.0.0.1:8181"}})
+                    iceberg=CatalogConfig(type="rest", uri="http://127.0.0.1:8181"))
     assert served_settings(rest).warehouse == "analytics"
+    assert not (tmp_path / "wh").exists()  # made absolute, not created

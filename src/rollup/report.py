@@ -1,13 +1,14 @@
 """Run reports of the rollup flows: pure rendering to Markdown for Prefect artifacts.
 
-No Prefect or Spark here, so the report format is tested on plain values.
+No Prefect or Spark here, so the report format is tested on plain values; `rollup.flows`
+publishes what `render` returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +73,27 @@ def level_rows(
                      r.get("changed", 0), r.get("deleted", 0), r.get("seconds"),
                      format_lag(lags.get(str(r.get("level"))))])
     return rows
+
+
+def freshness_rows(statuses: Iterable[Any]) -> list[dict[str, Any]]:
+    """One row per `rollup.status.LevelStatus`: lag, pending input, newest bar, last run."""
+    return [{"level": s.level, "lag": format_lag(s.lag_seconds), "pending": s.pending,
+             "newest bar": s.newest_window_start, "last run": s.last_run_id}
+            for s in statuses]
+
+
+def _change(result: Mapping[str, Any], key: str) -> str:
+    before, after = result.get("before") or {}, result.get("after") or {}
+    return f"{before.get(key, '-')} -> {after.get(key, '-')}"
+
+
+def maintenance_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per table maintained: data and delete files before -> after, what was removed."""
+    return [{"table": r.get("table"), "data files": _change(r, "data_files"),
+             "delete files": _change(r, "delete_files"),
+             "snapshots expired": len(r.get("snapshots") or []),
+             "orphan files": len(r.get("orphan_files") or []), "seconds": r.get("seconds")}
+            for r in results]
 
 
 def failed_checks(checks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

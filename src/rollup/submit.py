@@ -22,17 +22,11 @@ from pathlib import Path
 
 import attrs
 
-from rollup.catalogs import (
-    catalog_spark_conf,
-    check_rest_client,
-    is_secret_key,
-    load_catalog_config,
-    redact,
-    redacted_repr,
-)
+from rollup.catalogs import catalog_spark_conf, check_rest_client
 from rollup.config import Settings
 from rollup.errors import ConfigError, EngineError
 from rollup.jars import atomic_write, cache_dir_default, spark_jar_conf
+from rollup.secrets import is_secret_key, redact, redacted_repr
 
 DEFAULT_APP_NAME = "rollup"
 JOB_SCRIPT = '''\
@@ -253,21 +247,23 @@ def build_submission(
         raise ConfigError("no command to submit: expected a rollup command such as run")
     if job[0] == "submit":
         raise ConfigError("cannot submit 'submit': expected a rollup command such as run")
-    catalog_config = load_catalog_config(settings.extra.get("iceberg"))
+    catalog_config = settings.iceberg
     full = catalog_spark_conf(settings.catalog, settings.warehouse, catalog_config)
     warehouse = full[f"spark.sql.catalog.{settings.catalog}.warehouse"]
 
     from rollup.engine import _log4j2_options
 
-    full.update(settings.spark_conf)
-    full.setdefault("spark.driver.extraJavaOptions", _log4j2_options())
+    engine = settings.engine
+    full.update(engine.spark_conf)
+    full.setdefault("spark.driver.extraJavaOptions", _log4j2_options(engine.jars_dir))
     full["spark.pyspark.driver.python"] = sys.executable  # the driver runs here (client mode)
     if python:
         full["spark.pyspark.python"] = python
     full.update(sizing or {})
     full.update(conf or {})
 
-    jar_conf = spark_jar_conf()
+    jar_conf = spark_jar_conf(cache_dir_default(engine.jars_dir), jars=engine.iceberg_jars,
+                              packages=engine.iceberg_packages or "")
     all_jars = [*_split(full.pop("spark.jars", None) or jar_conf.get("spark.jars")), *jars]
     all_packages = [*_split(full.pop("spark.jars.packages", None)
                             or jar_conf.get("spark.jars.packages")), *packages]

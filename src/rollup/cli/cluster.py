@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from rollup.cli.common import progress, settings_from
@@ -18,8 +17,8 @@ def register(sub: Any) -> None:
         "cluster: spark-submit with the Iceberg jars and the catalog configuration. The global "
         "options (--warehouse, --catalog, --namespace, --config) are forwarded to the job.",
     )
-    p.add_argument("--master", help="cluster URL, e.g. spark://host:7077 (default: master in "
-                   "rollup.toml, else $ROLLUP_SPARK_MASTER)")
+    p.add_argument("--master", help="cluster URL, e.g. spark://host:7077 (default: "
+                   "$ROLLUP_SPARK_MASTER, else master in rollup.toml)")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Spark conf (repeatable)")
     p.add_argument("--jars", help="extra jars, comma-separated (added to the Iceberg runtime)")
@@ -59,7 +58,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise ConfigError("--trades-per-run needs --total-executor-cores: the cluster's "
                               "executor cores to size for")
         sizing = suggest_spark_conf(args.trades_per_run, args.total_executor_cores)
-    master = args.master or settings.master or os.environ.get("ROLLUP_SPARK_MASTER") or ""
+    master = args.master or settings.master or ""
     submission = build_submission(
         settings, master, job,
         config_file=args.config,

@@ -172,25 +172,19 @@ def served_settings(settings: Settings) -> Settings:
     parameter; a REST catalog's warehouse (a name or URI) is left as given."""
     import attrs
 
-    from rollup.catalogs import HADOOP, load_catalog_config
-    from rollup.engine import resolve_warehouse
+    from rollup.catalogs import HADOOP
+    from rollup.config import warehouse_location
 
-    if load_catalog_config(settings.extra.get("iceberg")).type != HADOOP:
+    if settings.iceberg.type != HADOOP:
         return settings
-    return attrs.evolve(settings, warehouse=resolve_warehouse(settings.warehouse))
+    return attrs.evolve(settings, warehouse=warehouse_location(settings.warehouse))
 
 
 def _serve(args: argparse.Namespace, url: str) -> int:
-    from rollup.orchestration import (
-        OrchestrationConfig,
-        deployment_specs,
-        flow_parameters,
-        level_slots,
-        load_flows,
-    )
+    from rollup.orchestration import deployment_specs, flow_parameters, level_slots, load_flows
 
     settings = served_settings(settings_from(args))
-    specs = deployment_specs(settings, OrchestrationConfig.from_settings(settings))
+    specs = deployment_specs(settings)
     check_api(url)
     flows = load_flows()
     from prefect.settings import PREFECT_API_URL, temporary_settings
