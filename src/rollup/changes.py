@@ -20,8 +20,9 @@ expression that grows with their number.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import attrs
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -29,13 +30,11 @@ from pyspark.sql import functions as F
 
 from rollup import state
 from rollup.iceberg import POSITION_DELETES, FileInfo, Table
-from rollup.plans import TimeRange, bucket, coarsen, in_ranges
+from rollup.plans import bucket, coarsen, in_ranges
 from rollup.source import KEY
 from rollup.tables import Tables
 from rollup.timeframes import Level
-from rollup.times import from_micros, iso
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from rollup.times import TimeRange, from_micros, iso, to_micros
 
 LOCAL_KEYS = 100_000
 """Up to this many touched keys are collected to the driver in the job that finds them; more
@@ -51,6 +50,7 @@ class ParentDelta:
 
     full: bool
     reason: str = ""
+    """Why: the reason for a full recompute, else the kinds of snapshots read."""
     row_files: tuple[str, ...] = ()
     """Data files whose rows were added, removed or restored."""
     position_deletes: tuple[str, ...] = ()
@@ -114,6 +114,7 @@ def parent_delta(
     positions: set[str] = set()
     spans: list[TimeRange] = []
     added: list[str] = []
+    kinds = Counter(str(snaps[sid].operation) for sid in new)
     for sid in [*new, *undone]:
         if snaps[sid].operation == "replace":
             continue
@@ -130,11 +131,14 @@ def parent_delta(
                 continue
             if info.span is None:
                 return ParentDelta(True, f"delete file {info.path} is not in a time partition")
-            if relevant(info):
-                spans.append(info.span)
-    return ParentDelta(False, "", tuple(sorted(rows)), tuple(sorted(positions)),
-                       tuple(coarsen(spans, MAX_SPANS)), tuple(sorted(set(added))),
-                       len(new) + len(undone))
+            spans.append(info.span)
+    parts = [f"{n} {kind}" for kind, n in sorted(kinds.items())]
+    if undone:
+        parts.append(f"{len(undone)} undone (rollback or replaced branch)")
+    return ParentDelta(False, "snapshots since the position: " + ", ".join(parts),
+                       tuple(sorted(rows)),
+                       tuple(sorted(positions)), tuple(coarsen(spans, MAX_SPANS)),
+                       tuple(sorted(set(added))), len(new) + len(undone))
 
 
 @attrs.frozen
@@ -236,16 +240,12 @@ def _position_deleted_rows(spark: SparkSession, delete_files: Sequence[str]) -> 
     return located.join(deletes, ["_path", "_pos"], "left_semi").drop("_path", "_pos")
 
 
-def _micros(instant: datetime) -> int:
-    return (instant - _EPOCH) // timedelta(microseconds=1)
-
-
 def collect_keys(keys: DataFrame, horizon: datetime | None = None) -> Touched:
     """Materialise touched keys (on the driver when few, checkpointed in Spark when many);
     keys before `horizon` are counted as skipped."""
     as_micros = keys.select("exchange", "symbol",
                             F.unix_micros("window_start").alias("micros"))
-    limit = _micros(horizon) if horizon is not None else None
+    limit = to_micros(horizon) if horizon is not None else None
     collected = as_micros.limit(LOCAL_KEYS + 1).collect()
     skipped: list[tuple[str, str, int]] = []
     if len(collected) <= LOCAL_KEYS:
@@ -270,25 +270,3 @@ def collect_keys(keys: DataFrame, horizon: datetime | None = None) -> Touched:
     frame = local.select("exchange", "symbol", F.timestamp_micros("micros").alias("window_start"))
     samples = tuple(f"{e}/{s}@{iso(from_micros(m))}" for e, s, m in skipped[:10])
     return Touched(False, frame, tuple(from_micros(m) for m in sorted(micros)), count, samples)
-
-
-def quarantine_new_source_rows(
-    tables: Tables, files: Sequence[str] | None, ingest_id: str
-) -> int:
-    """Set aside the invalid rows of newly read source files (None: the whole source)."""
-    from rollup.ingest import quarantine_rows
-
-    if tables.source is None:
-        return 0
-    spark = tables.spark
-    if files is None:
-        rows = spark.table(tables.source.name)
-    elif not files:
-        return 0
-    else:
-        rows = state.read_files(spark, list(files))
-    rejected = tables.source.rejected(rows).localCheckpoint()
-    count = rejected.count()
-    if count:
-        quarantine_rows(tables, rejected, ingest_id=ingest_id)
-    return int(count)

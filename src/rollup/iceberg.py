@@ -8,25 +8,22 @@ the driver: no Spark job, and the cost depends on what changed, not on the table
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from rollup.plans import TimeRange
+from rollup.times import EPOCH, TimeRange
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 T = TypeVar("T")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SUMMARY_KEYS = ("rollup.parent-snapshot-id", "rollup.base-snapshot-id", "rollup.run-id")
 """The snapshot summary keys rollup reads (see rollup.state)."""
 
-DATA = "DATA"
 POSITION_DELETES = "POSITION_DELETES"
-EQUALITY_DELETES = "EQUALITY_DELETES"
 
 
 @attrs.frozen
@@ -69,16 +66,16 @@ def _months(start: datetime, months: int) -> datetime:
 def transform_span(transform: str, value: int) -> TimeRange | None:
     """The UTC interval of one value of an Iceberg time transform (hour, day, month, year)."""
     if transform == "hour":
-        lo = _EPOCH + timedelta(hours=value)
+        lo = EPOCH + timedelta(hours=value)
         return lo, lo + timedelta(hours=1)
     if transform == "day":
-        lo = _EPOCH + timedelta(days=value)
+        lo = EPOCH + timedelta(days=value)
         return lo, lo + timedelta(days=1)
     if transform == "month":
-        lo = _months(_EPOCH, value)
+        lo = _months(EPOCH, value)
         return lo, _months(lo, 1)
     if transform == "year":
-        lo = _months(_EPOCH, 12 * value)
+        lo = _months(EPOCH, 12 * value)
         return lo, _months(lo, 12)
     return None
 
@@ -109,7 +106,7 @@ class Table:
         return Snapshot(
             int(snap.snapshotId()), None if parent is None else int(parent),
             None if snap.operation() is None else str(snap.operation()),
-            _EPOCH + timedelta(milliseconds=int(snap.timestampMillis())), kept)
+            EPOCH + timedelta(milliseconds=int(snap.timestampMillis())), kept)
 
     def snapshot(self, snapshot_id: int) -> Snapshot | None:
         """One snapshot by id, or None when it is not in the metadata (expired)."""

@@ -16,6 +16,8 @@ from pyspark.sql import functions as F
 
 from rollup.bar import KEY_COLUMNS, PRICE, QUOTE, VOLUME
 from rollup.timeframes import Level, Timeframe
+from rollup.times import TimeRange as TimeRange  # re-exported: the interval of every plan
+from rollup.times import merge_intervals
 
 TRADE_INPUT = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
 BAR_OUTPUT = (
@@ -23,10 +25,6 @@ BAR_OUTPUT = (
     "open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap",
 )
 _MICROS_PER_DAY = 86_400_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-TimeRange = tuple[datetime, datetime]
-"""A half-open UTC interval [start, end)."""
 
 
 def window_start_micros(micros: Column, tf: Timeframe) -> Column:
@@ -215,12 +213,7 @@ def any_of(terms: Sequence[Column]) -> Column:
 
 def coarsen(ranges: Sequence[TimeRange], limit: int) -> list[TimeRange]:
     """At most `limit` sorted, disjoint ranges covering `ranges` (the smallest gaps closed)."""
-    merged: list[TimeRange] = []
-    for lo, hi in sorted(ranges):
-        if merged and merged[-1][1] >= lo:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
+    merged = merge_intervals(ranges)
     if len(merged) <= limit:
         return merged
     gaps = sorted(range(len(merged) - 1), key=lambda i: merged[i + 1][0] - merged[i][1])
@@ -268,14 +261,7 @@ def dates_in(ranges: Sequence[TimeRange]) -> list[datetime]:
 
 def merge_ranges(starts: Sequence[datetime], tf: Timeframe) -> list[TimeRange]:
     """Turn window starts of `tf` into the fewest covering half-open ranges."""
-    ranges: list[TimeRange] = []
-    for start in sorted(set(starts)):
-        end = start + tf.duration
-        if ranges and ranges[-1][1] >= start:
-            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], end))
-        else:
-            ranges.append((start, end))
-    return ranges
+    return merge_intervals((start, start + tf.duration) for start in starts)
 
 
 @attrs.frozen

@@ -27,9 +27,10 @@ from pyspark.sql import functions as F
 from rollup import state
 from rollup.errors import InputError
 from rollup.identifiers import check_identifier
-from rollup.plans import Rollup, TimeRange
+from rollup.plans import Rollup
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
+from rollup.times import TimeRange, as_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -46,15 +47,10 @@ MIN_ORPHAN_AGE = timedelta(days=1)
 """Iceberg refuses shorter orphan ages: younger files may belong to a commit in flight."""
 
 _TICK = timedelta(microseconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
 # Pure rules
-
-
-def _aware(instant: datetime) -> datetime:
-    return instant.astimezone(UTC) if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 def _midnight(day: date) -> datetime:
@@ -74,18 +70,18 @@ def cutoff(level: Level, now: datetime) -> date | None:
     """
     if level.retention is None:
         return None
-    oldest_kept = (_aware(now) - level.retention).date()
+    oldest_kept = (as_utc(now) - level.retention).date()
     return partition_start(oldest_kept, level.partitioning)
 
 
 def ceil_to_grid(instant: datetime, tf: Timeframe) -> datetime:
     """The first window start of `tf` at or after `instant`."""
-    return tf.floor(_aware(instant) - _TICK) + tf.duration
+    return tf.floor(as_utc(instant) - _TICK) + tf.duration
 
 
 def ceil_to_partition(instant: datetime, partitioning: str) -> datetime:
     """The first partition start (midnight, or the 1st of a month) at or after `instant`."""
-    day = _aware(instant)
+    day = as_utc(instant)
     start = _midnight(partition_start(day.date(), partitioning))
     if start == day:
         return start
@@ -122,7 +118,7 @@ def clip_ranges(ranges: Sequence[TimeRange], horizon: datetime | None) -> list[T
     """The parts of half-open `ranges` at or after `horizon`."""
     if horizon is None:
         return list(ranges)
-    return [(max(_aware(lo), horizon), _aware(hi)) for lo, hi in ranges if _aware(hi) > horizon]
+    return [(max(as_utc(lo), horizon), as_utc(hi)) for lo, hi in ranges if as_utc(hi) > horizon]
 
 
 def split_ranges(
@@ -131,7 +127,7 @@ def split_ranges(
     """(parts of `ranges` before `at`, parts at or after `at`)."""
     if at is None:
         return [], list(ranges)
-    before = [(_aware(lo), min(_aware(hi), at)) for lo, hi in ranges if _aware(lo) < at]
+    before = [(as_utc(lo), min(as_utc(hi), at)) for lo, hi in ranges if as_utc(lo) < at]
     return before, clip_ranges(ranges, at)
 
 
@@ -249,7 +245,7 @@ class RetentionResult:
 
 def _timestamp_sql(instant: datetime) -> str:
     # Rendered from a datetime rollup computed (never user text).
-    return f"TIMESTAMP '{_aware(instant).strftime('%Y-%m-%d %H:%M:%S.%f')}Z'"
+    return f"TIMESTAMP '{as_utc(instant).strftime('%Y-%m-%d %H:%M:%S.%f')}Z'"
 
 
 def _expired_partitions(
@@ -316,7 +312,7 @@ def _expirable(
                              moved_from=current if pending_delete else None)
     return sorted(
         sid for sid, snap in snaps.items()
-        if sid not in keep and _aware(snap.committed_at) < limit
+        if sid not in keep and as_utc(snap.committed_at) < limit
     )
 
 
@@ -337,7 +333,7 @@ def _protected_limit(
         keep.append(own)  # (a pending retention delete carries the position forward)
     for sid in keep:
         if sid in snaps:
-            limit = min(limit, _aware(snaps[sid].committed_at))
+            limit = min(limit, as_utc(snaps[sid].committed_at))
     return limit
 
 
@@ -403,7 +399,7 @@ def enforce_retention(
         raise InputError(f"invalid orphan age {orphan_age}: expected at least 1 day "
                          "(younger files may belong to a commit in progress)")
     spark = tables.spark
-    now = _aware(now) if now is not None else datetime.now(UTC)
+    now = as_utc(now) if now is not None else datetime.now(UTC)
     wall = datetime.now(UTC)
     results: list[RetentionResult] = []
     targets: list[tuple[str, Level | None]] = [(tables.trades_table, None)]

@@ -1,8 +1,10 @@
-"""Run levels: find what changed in the parent, recompute those windows, write, record.
+"""Run levels: plan (`rollup.planning`), then execute: recompute, write, record.
 
 Every run recomputes whole windows (merge levels) or whole partitions (overwrite levels)
 from the parent level and never increments a stored value, so running twice, crashing
-half-way or overlapping with another run all converge to the exact bars.
+half-way or overlapping with another run all converge to the exact bars. A run of a level is
+a `LevelPlan` (decided without writing) carried out by `execute_plan`; `run_level` plans and
+executes again when another writer's commit made Iceberg refuse its own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import attrs
 from pyspark.sql import DataFrame
@@ -20,40 +22,22 @@ from pyspark.sql import functions as F
 
 from rollup import retention, state
 from rollup.bar import KEY_COLUMNS
-from rollup.changes import (
-    LOCAL_KEYS,
-    ParentDelta,
-    Touched,
-    parent_delta,
-    quarantine_new_source_rows,
-    touched_windows,
-)
+from rollup.changes import LOCAL_KEYS
+from rollup.engine import is_commit_conflict
 from rollup.errors import ConcurrentRunError, InputError, LevelRunError, RollupError, one_line
-from rollup.plans import (
-    Rollup,
-    TimeRange,
-    coarsen,
-    dates_in,
-    in_ranges,
-    partition_span,
-    window_partition,
-)
+from rollup.planning import LevelPlan, partitions_of, plan_cascade, plan_level
+from rollup.plans import Rollup, dates_in, in_ranges, partition_span, window_partition
 from rollup.sink import WriteResult, merge_changes, overwrite_partitions, partition_filter
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.times import iso
+from rollup.times import TimeRange, as_utc, iso, merge_intervals
+
+__all__ = [  # planning is re-exported: callers plan and run through the runner
+    "LevelPlan", "LevelResult", "backfill", "execute_plan", "new_run_id", "plan_cascade",
+    "plan_level", "planned_bars", "replace_ranges", "run_cascade", "run_level",
+]
 
 log = logging.getLogger("rollup")
-
-# Iceberg's messages when another writer committed first (a ValidationException can also
-# mean a malformed request, which must not be retried as a conflict).
-_CONFLICT_MARKERS = (
-    "CommitFailedException",
-    "Found conflicting files",
-    "Found new conflicting delete files",
-    "conflicting",
-)
-
 
 def new_run_id(now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
@@ -65,7 +49,7 @@ class LevelResult:
     """What one level run did."""
 
     level: str
-    status: str  # 'written', 'unchanged', 'up-to-date', 'no-input'
+    status: str  # 'written', 'unchanged', 'up-to-date', 'no-input' ('expired': backfill)
     run_id: str
     parent_snapshot: int | None
     windows: int = 0
@@ -75,11 +59,16 @@ class LevelResult:
     full: bool = False
     seconds: float = 0.0
     skipped: int = 0  # changed windows before the retention horizon, left unchanged
+    retries: int = 0
+    """Plans made again because another writer's commit made Iceberg refuse this run's."""
 
     def describe(self) -> str:
         if self.skipped:
             return attrs.evolve(self, skipped=0).describe() + (
                 f"; {self.skipped} windows before the retention horizon left unchanged")
+        if self.retries:
+            return attrs.evolve(self, retries=0).describe() + (
+                f" (planned again {self.retries}x after concurrent commits)")
         scope = "full" if self.full else f"{self.windows} windows"
         if self.status == "written":
             return (f"{self.level}: wrote {self.changed} bars ({scope}"
@@ -95,120 +84,12 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _is_conflict(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    return any(marker in text for marker in _CONFLICT_MARKERS)
-
-
 def _is_spark_error(exc: BaseException) -> bool:
     """A failure inside Spark or the JVM (as opposed to a bug or an interrupt in Python)."""
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
     return isinstance(exc, Py4JError | PySparkException)
-
-
-def _partitions(starts: Sequence[datetime], level: Level) -> tuple[date, ...]:
-    """First days of the level's partitions (days or months of window_date) holding `starts`."""
-    days = {s.astimezone(UTC).date() for s in starts}
-    if level.partitioning == "months":
-        days = {d.replace(day=1) for d in days}
-    return tuple(sorted(days))
-
-
-@attrs.frozen
-class LevelPlan:
-    """What one run of a level will do, decided before anything is written.
-
-    The parent is read at `parent_snapshot` and the level's own table at `level_snapshot`;
-    `touched` names the windows to recompute (`partitions` for overwrite levels).
-    """
-
-    level: Level
-    status: str  # 'no-input', 'up-to-date', 'nothing-touched' or 'recompute'
-    parent_snapshot: int | None = None
-    level_snapshot: int | None = None
-    position: int | None = None
-    touched: Touched = attrs.field(factory=lambda: Touched(False))
-    partitions: tuple[date, ...] = ()
-    horizon: datetime | None = None
-    reason: str = ""
-    new_files: tuple[str, ...] | None = ()
-    """Source files to validate first (None: the whole source)."""
-
-    @property
-    def full(self) -> bool:
-        return self.touched.full
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "level": self.level.name, "status": self.status,
-            "parent_snapshot": self.parent_snapshot, "level_snapshot": self.level_snapshot,
-            "position": self.position, "full": self.full, "reason": self.reason,
-            "windows": len(self.touched.starts),
-            "partitions": [p.isoformat() for p in self.partitions],
-            "skipped": self.touched.skipped,
-            "horizon": iso(self.horizon) if self.horizon else None,
-        }
-
-    def describe(self) -> str:
-        name = self.level.name
-        if self.status == "no-input":
-            return f"{name}: no input ({self.level.parent_name} is empty)"
-        if self.status == "up-to-date":
-            return f"{name}: up to date with {self.level.parent_name} snapshot {self.position}"
-        if self.status == "nothing-touched":
-            return (f"{name}: {self.level.parent_name} changed after snapshot {self.position} "
-                    "without touching any window; nothing to recompute")
-        if self.full:
-            scope = "all windows" + (f" from {iso(self.horizon)}" if self.horizon else "")
-            why = f" ({self.reason})" if self.reason else ""
-            return f"{name}: recompute {scope}{why} from {self.level.parent_name} " \
-                   f"snapshot {self.parent_snapshot}"
-        what = f"{len(self.touched.starts)} window starts"
-        if self.partitions:
-            what += f" in {len(self.partitions)} partitions"
-        return (f"{name}: recompute {what} from {self.level.parent_name} snapshot "
-                f"{self.parent_snapshot} (changes since {self.position})")
-
-
-def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> LevelPlan:
-    """Decide what a run of `level` must recompute (reads metadata and the changed rows)."""
-    lv = tables.dag.level(level) if isinstance(level, str) else level
-    spark = tables.spark
-    target = tables.bars(lv)
-    parent = tables.parent_of(lv)
-    parent_snapshot = state.current_snapshot(spark, parent)
-    if parent_snapshot is None:
-        return LevelPlan(lv, "no-input")
-    level_snapshot = state.current_snapshot(spark, target)
-    since = None if full else state.position(spark, target, parent)
-    base = LevelPlan(lv, "up-to-date", parent_snapshot, level_snapshot, since)
-    if since == parent_snapshot:
-        return base
-    horizon = retention.horizon(tables, lv)
-    delta = parent_delta(tables, lv, since, parent_snapshot, horizon)
-    if full:
-        delta = ParentDelta(True, "--full")
-    touched = touched_windows(tables, lv, delta, parent_snapshot=parent_snapshot,
-                              level_snapshot=level_snapshot, horizon=horizon, position=since)
-    new_files = None if since is None else delta.new_files
-    if touched.empty:
-        return attrs.evolve(base, status="nothing-touched", touched=touched, horizon=horizon,
-                            new_files=new_files)
-    partitions = () if touched.full or lv.write_mode == "merge" else _partitions(
-        touched.starts, lv)
-    return attrs.evolve(base, status="recompute", touched=touched, partitions=partitions,
-                        horizon=horizon, reason=delta.reason, new_files=new_files)
-
-
-def plan_cascade(
-    tables: Tables, *, up_to: str | Timeframe | None = None, full: bool = False
-) -> list[LevelPlan]:
-    """The plan of every level (or those needed for `up_to`) as of each parent's current
-    snapshot; nothing is written (what `rollup run --dry-run` shows)."""
-    order = tables.dag.up_to(up_to) if up_to is not None else tables.dag.order()
-    return [plan_level(tables, lv, full=full) for lv in order]
 
 
 def _warn_skipped(plan: LevelPlan, progress: Progress | None) -> None:
@@ -225,11 +106,43 @@ def _warn_skipped(plan: LevelPlan, progress: Progress | None) -> None:
         log.warning(message)
 
 
+def _quarantine_source_rows(tables: Tables, plan: LevelPlan) -> None:
+    """Set aside the invalid rows of the source files the plan reads first (all of the source
+    at the plan's snapshot when `plan.new_files` is None): execution's first write."""
+    from rollup.ingest import quarantine_rows
+
+    source = tables.source
+    if source is None or plan.level.parent is not None or plan.new_files == ():
+        return
+    spark = tables.spark
+    rows = (state.read_at(spark, source.name, plan.parent_snapshot) if plan.new_files is None
+            else state.read_files(spark, list(plan.new_files)))
+    rejected = source.rejected(rows).localCheckpoint()
+    count = rejected.count()
+    if count:
+        quarantine_rows(tables, rejected, ingest_id=f"source-{new_run_id()}")
+        log.warning("%d invalid rows in %s quarantined (see `rollup rejects`)",
+                    count, ".".join(source.table))
+
+
 def execute_plan(
     tables: Tables, plan: LevelPlan, *, run_id: str, progress: Progress | None = None,
     started: float | None = None,
 ) -> LevelResult:
-    """Carry out a plan: recompute, reconcile and commit the bars with the position."""
+    """Carry out a plan: write exactly what it says, from the parent read at its snapshot.
+
+    Quarantines the invalid source rows it reads first, then recomputes the plan's windows
+    (or partitions), reconciles them with the level's bars at the plan's own snapshot and
+    commits the differences with the position; a plan with nothing to change records
+    `rollup.verified` (a table property) instead.
+
+    Raises:
+        InputError: a plan from `plan_cascade` that predicts the writes of the level below
+            (`plan.after`): it shows a dry run and cannot be executed.
+    """
+    if plan.after is not None:
+        raise InputError(f"the plan of {plan.level.name} predicts what {plan.after} will "
+                         "write (a dry run's plan): plan the level again after it ran")
     spark = tables.spark
     level = plan.level
     began = time.monotonic() if started is None else started
@@ -246,12 +159,7 @@ def execute_plan(
     if plan.status == "up-to-date":
         return done("up-to-date")
     assert plan.parent_snapshot is not None
-    if tables.source is not None and level.parent is None and plan.new_files != ():
-        count = quarantine_new_source_rows(tables, plan.new_files,
-                                           ingest_id=f"source-{new_run_id()}")
-        if count:
-            log.warning("%d invalid rows in %s quarantined (see `rollup rejects`)",
-                        count, ".".join(tables.source.table))
+    _quarantine_source_rows(tables, plan)
     target = tables.bars(level)
     if plan.status == "nothing-touched":
         if plan.level_snapshot is not None:
@@ -259,8 +167,7 @@ def execute_plan(
                                   run_id, now.isoformat())
         return done("up-to-date")
     if progress:
-        what = ("all windows" if plan.full
-                else f"{len(plan.touched.starts)} window starts")
+        what = "all windows" if plan.full else f"{plan.window_count} windows"
         progress(f"{level.name}: recomputing {what} from {level.parent_name}")
     bars = planned_bars(tables, plan)
     stored = state.read_at(spark, target, plan.level_snapshot)
@@ -293,11 +200,10 @@ def execute_plan(
     if not result.committed and plan.level_snapshot is not None:
         state.record_verified(spark, target, plan.level_snapshot, plan.parent_snapshot,
                               run_id, now.isoformat())
-    windows = 0 if plan.full else len(plan.touched.starts)
     return done(
         "written" if result.committed else "unchanged",
-        windows=windows, changed=result.changed, deleted=result.deleted,
-        partitions=len(plan.partitions), full=plan.full,
+        windows=0 if plan.full else plan.window_count, changed=result.changed,
+        deleted=result.deleted, partitions=len(plan.partitions), full=plan.full,
     )
 
 
@@ -309,7 +215,7 @@ def parent_input(tables: Tables, plan: LevelPlan) -> DataFrame:
     Iceberg scan ahead of renaming and validation.
     """
     level = plan.level
-    rows = state.read_at(tables.spark, tables.parent_of(level), plan.parent_snapshot)
+    rows = state.read_at(tables.spark, plan.parent_table, plan.parent_snapshot)
     if level.parent is None:
         rollup = Rollup(level)
         ranges = (None if plan.full
@@ -348,19 +254,29 @@ def run_level(
     max_attempts: int = 3,
     progress: Progress | None = None,
 ) -> LevelResult:
-    """Bring one level up to date with its parent; retried when a concurrent run wins."""
+    """Bring one level up to date with its parent: plan, execute.
+
+    When Iceberg refuses the commit because another writer committed first
+    (`rollup.engine.is_commit_conflict`), the level is planned and executed again, up to
+    `max_attempts` attempts in all (`LevelResult.retries` counts the repeats).
+
+    Raises:
+        ConcurrentRunError: the commit was refused on every attempt.
+        LevelRunError: Spark failed (one line naming the level); nothing was committed.
+    """
     lv = tables.dag.level(level) if isinstance(level, str) else level
     run_id = run_id or new_run_id()
     for attempt in range(1, max_attempts + 1):
         started = time.monotonic()
         try:
             plan = plan_level(tables, lv, full=full)
-            return execute_plan(tables, plan, run_id=run_id, progress=progress,
-                                started=started)
+            result = execute_plan(tables, plan, run_id=run_id, progress=progress,
+                                  started=started)
+            return attrs.evolve(result, retries=attempt - 1)
         except RollupError:
             raise
         except Exception as exc:  # noqa: BLE001 - classify Iceberg commit conflicts
-            if not _is_conflict(exc):
+            if not is_commit_conflict(exc):
                 if not _is_spark_error(exc):
                     raise
                 raise LevelRunError(
@@ -374,7 +290,7 @@ def run_level(
                 ) from exc
             wait = 0.5 * attempt
             (progress or _stderr)(
-                f"{lv.name}: concurrent commit detected, retrying in {wait:.1f}s"
+                f"{lv.name}: concurrent commit detected, planning again in {wait:.1f}s"
             )
             time.sleep(wait)
     raise AssertionError("unreachable")
@@ -407,10 +323,6 @@ def run_cascade(
     return results
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def backfill(
     tables: Tables,
     start: datetime,
@@ -427,7 +339,7 @@ def backfill(
     Positions are not moved: a later incremental run only redoes work, never skips it.
     """
     run_id = run_id or new_run_id()
-    start, end = _aware(start), _aware(end)
+    start, end = as_utc(start), as_utc(end)
     if end <= start:
         raise InputError(f"backfill end {end.isoformat()} is not after start {start.isoformat()}")
     if timeframe is None:
@@ -447,8 +359,8 @@ def backfill(
         if level.write_mode == "overwrite":
             days = [lo + timedelta(days=d) for d in range((hi - lo).days + 1)
                     if lo + timedelta(days=d) < hi]
-            ranges = coarsen([partition_span(p, level.partitioning)
-                              for p in _partitions(days, level)], 1)
+            ranges = merge_intervals(partition_span(p, level.partitioning)
+                                     for p in partitions_of(days, level))
         else:
             ranges = [(lo, hi)]
         ranges = retention.clip_ranges(ranges, retention.own_horizon(tables, level))
@@ -483,7 +395,7 @@ def replace_ranges(
     bars = bars.where(in_ranges("window_start", ranges))
     if level.write_mode == "merge":
         return merge_changes(spark, table, bars, old, run_id=run_id, now=now)
-    partitions = _partitions([lo + timedelta(days=d) for lo, hi in ranges
+    partitions = partitions_of([lo + timedelta(days=d) for lo, hi in ranges
                               for d in range((hi - lo).days)], level)
     return overwrite_partitions(spark, table, bars, old, run_id=run_id, now=now,
                                 where=partition_filter(partitions, level.partitioning),

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from rollup.bar import BAR_COLUMNS, KEY_COLUMNS, LINEAGE_COLUMNS, VALUE_COLUMNS
 from rollup.iceberg import with_commit_properties
+from rollup.times import merge_intervals
 
 T = TypeVar("T")
 
@@ -134,16 +135,8 @@ def partition_filter(dates: Sequence[date], partitioning: str = "days") -> Colum
     to partitions)."""
     from rollup.plans import any_of, partition_span
 
-    ordered = sorted(set(dates))
-    if not ordered:
-        return F.lit(False)
-    spans: list[tuple[date, date]] = []  # [first day, day after the last]
-    for first in ordered:
-        lo, hi = partition_span(first, partitioning)
-        if spans and spans[-1][1] == lo.date():
-            spans[-1] = (spans[-1][0], hi.date())
-        else:
-            spans.append((lo.date(), hi.date()))
+    spans = merge_intervals(  # [first day, day after the last]
+        (lo.date(), hi.date()) for lo, hi in (partition_span(d, partitioning) for d in dates))
     day = timedelta(days=1)
     return any_of([(F.col("window_date") >= F.lit(lo)) & (F.col("window_date") <= F.lit(hi - day))
                    for lo, hi in spans])

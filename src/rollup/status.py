@@ -37,7 +37,7 @@ class LevelStatus:
         return out
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def _collected(value: datetime | None) -> datetime | None:
     """A collected TIMESTAMP (local naive, see `from_spark`) as aware UTC."""
     return None if value is None else from_spark(value)
 
@@ -56,8 +56,8 @@ def level_status(tables: Tables) -> list[LevelStatus]:
         ).first()
         parent_col = "ts" if level.parent is None else "window_end"
         newest_row = tables.parent_frame(level).agg(F.max(parent_col)).first()
-        parent_newest = _aware(newest_row[0] if newest_row is not None else None)
-        covered = _aware(agg["e"]) if agg else None
+        parent_newest = _collected(newest_row[0] if newest_row is not None else None)
+        covered = _collected(agg["e"]) if agg else None
         lag = None
         if parent_newest is not None:
             lag = max(0.0, (parent_newest - covered).total_seconds()) if covered else None
@@ -67,7 +67,8 @@ def level_status(tables: Tables) -> list[LevelStatus]:
             last_run_id=last_run_id, last_run_at=last_run_at,
             position=position, parent_snapshot=parent_snapshot,
             pending=parent_snapshot is not None and parent_snapshot != position,
-            bars=int(agg["n"]) if agg else 0, newest_window_start=_aware(agg["s"]) if agg else None,
+            bars=int(agg["n"]) if agg else 0,
+            newest_window_start=_collected(agg["s"]) if agg else None,
             covered_until=covered, parent_newest=parent_newest, lag_seconds=lag,
         ))
     return out
