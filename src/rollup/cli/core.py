@@ -27,10 +27,12 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("run", help="bring every level (or those up to --timeframe) up to date")
     p.add_argument("--timeframe", help="run only the levels needed for this timeframe")
-    p.add_argument("--full", action="store_true", help="recompute everything, ignore positions")
+    p.add_argument("--full", action="store_true",
+                   help="recompute every window from the retention horizon on, ignoring "
+                        "positions")
     p.add_argument("--dry-run", action="store_true",
-                   help="show what each level would recompute from its parent's current "
-                        "snapshot, and write nothing")
+                   help="show what each level would recompute (kind, parent snapshot, "
+                        "windows as merged time ranges, and why); writes nothing")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(handler=cmd_run)
 
@@ -91,7 +93,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rollup.runner import plan_cascade, run_cascade
+    from rollup.planning import plan_cascade
+    from rollup.runner import run_cascade
 
     tables = tables_from(args)
     if args.timeframe:
