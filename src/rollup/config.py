@@ -51,6 +51,7 @@ from rollup.identifiers import check_identifier
 from rollup.secrets import redacted_repr
 from rollup.source import TradeSource
 from rollup.timeframes import TRADES, Dag, Timeframe
+from rollup.timeframes.dag import is_cron
 from rollup.trade_ids import TradeIds
 
 if TYPE_CHECKING:
@@ -305,7 +306,6 @@ ORCHESTRATION_KEYS = ("retries", "retry_delay_seconds", "timeout_seconds",
                       "submit_master", "checks_after_run", "check_lookback_hours",
                       "quality_strict", "collision")
 Collision = Literal["CANCEL_NEW", "ENQUEUE"]
-_CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -316,12 +316,11 @@ def check_cron(value: str, what: str) -> str:
         raise ConfigError(f"invalid schedule {value!r} for {what}: expected a cron string")
     if value.strip() == "":
         return ""
-    fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+    if not is_cron(value):
         raise ConfigError(
             f"invalid schedule {value!r} for {what}: expected five cron fields like '*/5 * * * *'"
         )
-    return " ".join(fields)
+    return " ".join(value.split())
 
 
 def _int(data: Mapping[str, Any], key: str, default: int, minimum: int) -> int:

@@ -45,11 +45,14 @@ def _check_table_name(_: object, attribute: attrs.Attribute[str], value: str) ->
         )
 
 
-def _check_cron(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
-    if value is None:
-        return
+def is_cron(value: str) -> bool:
+    """True when `value` is a five-field cron string (the one cron rule of rollup)."""
     fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+    return len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields)
+
+
+def _check_cron(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not is_cron(value):
         raise TimeframeError(
             f"invalid cron schedule {value!r}: expected five fields like '*/5 * * * *'")
 
