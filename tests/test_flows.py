@@ -196,7 +196,7 @@ def test_quality_flow_honours_the_quality_section(flows: Any, loaded: Any, wareh
     limited = _config(tmp_path, 'checks_after_run = false\n[quality]\nmax_lag = "1h"\n')
     checks = flows.quality_flow(**_kwargs(loaded, warehouse, limited), timeframes=["1m"])
     fresh = _freshness(checks)
-    assert fresh["passed"] is False and "lag behind trades over 1h" in fresh["detail"]
+    assert fresh["passed"] is False and "lag behind trades over 60m" in fresh["detail"]
 
 
 def test_retention_flow_holds_every_level_slot_and_reads_maintenance(

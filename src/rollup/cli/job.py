@@ -47,9 +47,10 @@ def under_spark_submit() -> bool:
 def job_main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     """Run a rollup command as a Spark job; returns its exit code.
 
-    Under spark-submit the session is built from spark-submit's conf (master, jars, catalog)
-    and stopped at the end; run with plain ``python`` the job starts a local session, as the
-    CLI does. ``command`` (e.g. ``"run"``) is inserted after the global options.
+    Under spark-submit the session is built from spark-submit's conf (master, jars, catalog),
+    logs at ``$ROLLUP_SPARK_LOG_LEVEL`` (default ERROR) and is stopped at the end; run with
+    plain ``python`` the job starts a local session, as the CLI does. ``command`` (e.g.
+    ``"run"``) is inserted after the global options.
     """
     from rollup.cli import main
 
@@ -58,8 +59,10 @@ def job_main(argv: Sequence[str] | None = None, command: str | None = None) -> i
         return main(args)
     from pyspark.sql import SparkSession
 
+    from rollup.config import engine_from_environment
+
     spark = SparkSession.builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("ROLLUP_SPARK_LOG_LEVEL") or "ERROR")
+    spark.sparkContext.setLogLevel(engine_from_environment().log_level)
     try:
         return main(args)
     finally:
