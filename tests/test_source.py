@@ -79,6 +79,14 @@ def test_source_config_errors(section, message) -> None:  # type: ignore[no-unty
         TradeSource.from_config(section)
 
 
+def test_source_maps_every_feed_column_side_included() -> None:
+    source = TradeSource.from_config({"table": "a.b.c", "columns": {"side": "direction"}})
+    assert (source.column("side"), source.column("price")) == ("direction", "price")
+    with pytest.raises(ConfigError, match="expected one of exchange, symbol, trade_id, ts, "
+                                          "price, quantity, side$"):
+        TradeSource.from_config({"table": "a.b.c", "columns": {"ingested_at": "x"}})
+
+
 def test_redelivered_trade_that_moved_counts_in_one_window(spark, namespace, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """dedupe = true keeps the earliest delivery: when a re-delivery moves the trade to an
     earlier window, the window it left is recomputed too (issue 13, case 6)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rollup.bar import BAR_COLUMNS, TRADE_COLUMNS
-from rollup.schema import iceberg_schema, spark_schema, spark_type
+from rollup.bar import BAR_COLUMNS, FEED_COLUMNS, TRADE_COLUMNS
+from rollup.schema import arrow_schema, iceberg_schema, spark_schema, spark_type
 from rollup.tables import TABLE_PROPERTIES
 
 pytestmark = pytest.mark.spark
@@ -19,6 +19,22 @@ def test_spark_and_iceberg_schemas_come_from_one_definition() -> None:
     assert [f.required for f in ice_fields] == [not c.nullable for c in BAR_COLUMNS]
     assert str(ice_fields[[c.name for c in BAR_COLUMNS].index("quote_volume")].field_type) == \
         "decimal(38, 16)"
+    arrow = arrow_schema(BAR_COLUMNS)
+    assert arrow.names == [c.name for c in BAR_COLUMNS]
+    assert [f.nullable for f in arrow] == [c.nullable for c in BAR_COLUMNS]
+    assert str(arrow.field("quote_volume").type) == "decimal128(38, 16)"
+    assert str(arrow.field("window_start").type) == "timestamp[us, tz=UTC]"
+
+
+def test_the_trades_frame_is_the_feed_part_of_the_trades_table() -> None:
+    from rollup.adapters import TRADES_SCHEMA
+
+    assert TRADE_COLUMNS[:len(FEED_COLUMNS)] == FEED_COLUMNS
+    assert TRADES_SCHEMA.equals(arrow_schema(FEED_COLUMNS))
+    assert TRADES_SCHEMA.names == [c.name for c in TRADE_COLUMNS
+                                   if c.name not in ("ingested_at", "trade_ref")]
+    with pytest.raises(ValueError, match="unknown column type 'float'"):
+        spark_type("float")
 
 
 def test_tables_created_with_seed_layout_and_properties(tables) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from rollup import validate as V
+from rollup.bar import FEED_NAMES
 from rollup.errors import ConfigError, InputError
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -81,9 +82,9 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
 @pytest.fixture(scope="module")
 def results(spark):  # type: ignore[no-untyped-def]
     """Validate all CASES in one DataFrame; case id -> result row."""
-    rows = [(case, *[{**GOOD, **over}[c] for c in V.TEXT_COLUMNS]) for case, over, _ in CASES]
+    rows = [(case, *[{**GOOD, **over}[c] for c in FEED_NAMES]) for case, over, _ in CASES]
     df = spark.createDataFrame(rows, "case string, " + ", ".join(
-        f"{c} string" for c in V.TEXT_COLUMNS))
+        f"{c} string" for c in FEED_NAMES))
     checked = V.validate(df, time_unit=None, bounds=V.TimeBounds(), now=NOW)
     return {row["case"]: row for row in checked.collect()}
 
@@ -125,8 +126,8 @@ def test_good_rows_are_exact(results: dict[str, Any]) -> None:
 ])
 def test_epoch_time_units(spark, unit: str, ts: str, expected: datetime | None,  # type: ignore[no-untyped-def]
                           reason: str | None) -> None:
-    df = spark.createDataFrame([tuple({**GOOD, "ts": ts}[c] for c in V.TEXT_COLUMNS)],
-                               ", ".join(f"{c} string" for c in V.TEXT_COLUMNS))
+    df = spark.createDataFrame([tuple({**GOOD, "ts": ts}[c] for c in FEED_NAMES)],
+                               ", ".join(f"{c} string" for c in FEED_NAMES))
     row = V.validate(df, time_unit=unit, bounds=V.TimeBounds(), now=NOW).first()
     assert row["reason"] == reason
     if reason is None:
@@ -188,8 +189,8 @@ def test_time_bounds_config_errors(section: dict[str, Any]) -> None:
 
 @pytest.mark.spark
 def test_unknown_time_unit(spark) -> None:  # type: ignore[no-untyped-def]
-    df = spark.createDataFrame([tuple(GOOD[c] for c in V.TEXT_COLUMNS)],
-                               ", ".join(f"{c} string" for c in V.TEXT_COLUMNS))
+    df = spark.createDataFrame([tuple(GOOD[c] for c in FEED_NAMES)],
+                               ", ".join(f"{c} string" for c in FEED_NAMES))
     with pytest.raises(InputError, match="invalid time unit 'minutes'"):
         V.validate(df, time_unit="minutes", bounds=V.TimeBounds())
 

@@ -1,4 +1,4 @@
-"""The `Bar` value, its combine operation and the one definition of the bar columns.
+"""The `Bar` value, its combine operation and the one definition of trade and bar columns.
 
 The bar semantics are the contract of rollup (see docs/semantics.md):
 open/close are the prices of the earliest/latest trade by (ts, trade_id); high/low are the
@@ -17,7 +17,6 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 import attrs
 
 PRICE_SCALE = 8
-QUOTE_SCALE = 16
 _EIGHT = Decimal(1).scaleb(-PRICE_SCALE)
 _WIDE = Context(prec=80)
 
@@ -37,7 +36,7 @@ QUANTITY = "decimal(20,8)"
 VOLUME = "decimal(38,8)"
 QUOTE = "decimal(38,16)"
 
-TRADE_COLUMNS: tuple[Column, ...] = (
+FEED_COLUMNS: tuple[Column, ...] = (
     Column("exchange", "string", False, "venue code"),
     Column("symbol", "string", False, "instrument code"),
     Column("trade_id", "long", False, "64-bit key, unique per (exchange, symbol); tie-break"),
@@ -45,13 +44,24 @@ TRADE_COLUMNS: tuple[Column, ...] = (
     Column("price", PRICE, False, "trade price, up to 8 decimals"),
     Column("quantity", QUANTITY, False, "trade quantity, up to 8 decimals"),
     Column("side", "string", True, "buy, sell or null"),
+)
+"""The trade columns a feed supplies: a trade file's columns, an adapter's frame."""
+
+TRADE_COLUMNS: tuple[Column, ...] = (
+    *FEED_COLUMNS,
     Column("ingested_at", "timestamp", True, "when rollup ingested the row"),
     Column("trade_ref", "string", True, "the feed's own trade id text (string and daily ids)"),
 )
+"""The columns of the trades table: the feed's, then those rollup stamps."""
+
+FEED_NAMES: tuple[str, ...] = tuple(c.name for c in FEED_COLUMNS)
+REQUIRED_TRADE_COLUMNS: tuple[str, ...] = tuple(c.name for c in FEED_COLUMNS if not c.nullable)
+"""The feed columns every trade must have (all but `side`)."""
+TRADE_KEY: tuple[str, ...] = ("exchange", "symbol", "trade_id")
+"""What identifies a trade; its other columns are its content."""
 
 REJECTED_COLUMNS: tuple[Column, ...] = (
-    *(Column(name, "string", True, "original text") for name in
-      ("exchange", "symbol", "trade_id", "ts", "price", "quantity", "side")),
+    *(Column(name, "string", True, "original text") for name in FEED_NAMES),
     Column("source_file", "string", True, "file the row came from"),
     Column("source_row", "long", True, "1-based data row within the file"),
     Column("reason", "string", False, "why the row was set aside"),
@@ -81,8 +91,13 @@ BAR_COLUMNS: tuple[Column, ...] = (
 VALUE_COLUMNS: tuple[str, ...] = (
     "open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap",
 )
+COMBINED_COLUMNS: tuple[str, ...] = tuple(c for c in VALUE_COLUMNS if c != "vwap")
+"""The value columns that combining bars computes (vwap is derived from two of them)."""
 KEY_COLUMNS: tuple[str, ...] = ("exchange", "symbol", "window_start")
 LINEAGE_COLUMNS: tuple[str, ...] = ("created_at", "updated_at", "run_id")
+PLANNED_BAR_COLUMNS: tuple[Column, ...] = tuple(
+    c for c in BAR_COLUMNS if c.name not in LINEAGE_COLUMNS)
+"""The bar columns a plan computes (all but the lineage the sink stamps)."""
 
 
 def vwap_of(quote_volume: Decimal, volume: Decimal) -> Decimal | None:

@@ -29,6 +29,8 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from rollup.bar import FEED_NAMES, REJECTED_COLUMNS, REQUIRED_TRADE_COLUMNS, TRADE_COLUMNS
+from rollup.bar import TRADE_KEY as KEY
 from rollup.engine import is_commit_conflict
 from rollup.errors import IngestConflictError, InputError, RollupError, one_line
 from rollup.state import current_snapshot, read_at
@@ -38,7 +40,6 @@ from rollup.validate import (
     CORRUPT_COLUMN,
     R_CONFLICT_FILE,
     R_CONFLICT_STORED,
-    TEXT_COLUMNS,
     TimeBounds,
     is_systematic,
     is_timestamp_type,
@@ -47,10 +48,8 @@ from rollup.validate import (
     with_trade_columns,
 )
 
-REQUIRED = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
-OPTIONAL = ("side",)
-CONTENT = ("ts", "price", "quantity", "side", "trade_ref")
-KEY = ("exchange", "symbol", "trade_id")
+CONTENT = tuple(c.name for c in TRADE_COLUMNS if c.name not in (*KEY, "ingested_at"))
+"""What two deliveries of a key must agree on to be the same trade."""
 TYPED = tuple(f"_{c}" for c in (*KEY, *CONTENT))
 COMMIT_ATTEMPTS = 5
 INGESTED, QUARANTINED, DUPLICATE = "ingested", "quarantined", "duplicate"
@@ -146,10 +145,11 @@ def csv_header(path: Path) -> list[str]:
     return names
 
 
-def _check_columns(path: Path, names: Sequence[str], required: Sequence[str] = REQUIRED) -> None:
+def _check_columns(path: Path, names: Sequence[str],
+                   required: Sequence[str] = REQUIRED_TRADE_COLUMNS) -> None:
     seen: set[str] = set()
     for name in names:
-        if name in seen and name in (*REQUIRED, *OPTIONAL):
+        if name in seen and name in FEED_NAMES:
             raise InputError(f"{path}: column {name} appears twice")
         seen.add(name)
     missing = [c for c in required if c not in seen]
@@ -225,7 +225,7 @@ def _read_file(spark: SparkSession, file: Path, fmt: str | None, number: int,
     df = with_trade_columns(df)
     corrupt = F.col(CORRUPT_COLUMN) if CORRUPT_COLUMN in df.columns else F.lit(None).cast(
         "string")
-    return df.select(*TEXT_COLUMNS, corrupt.alias(CORRUPT_COLUMN),
+    return df.select(*FEED_NAMES, corrupt.alias(CORRUPT_COLUMN),
                      F.lit(str(file)).alias("source_file"), F.lit(number).alias("_file_no"))
 
 
@@ -244,7 +244,7 @@ def _spread(spark: SparkSession, raw: DataFrame, size: int) -> DataFrame:
 
 
 def _read(spark: SparkSession, path: Path, fmt: str | None,
-          required: Sequence[str] = REQUIRED) -> DataFrame:
+          required: Sequence[str] = REQUIRED_TRADE_COLUMNS) -> DataFrame:
     """Rows as read plus source_file, `_file_no` and their order within the file.
 
     A directory is read file by file (each with its own header or schema); files whose
@@ -260,7 +260,7 @@ def _read(spark: SparkSession, path: Path, fmt: str | None,
         raise InputError(f"{path}: some files hold ts as timestamps and others as text or "
                          "numbers: ingest them separately")
     if len({part.schema.simpleString() for part in parts}) > 1:
-        parts = [part.select(*[F.col(c).cast("string").alias(c) if c in TEXT_COLUMNS
+        parts = [part.select(*[F.col(c).cast("string").alias(c) if c in FEED_NAMES
                                and not is_timestamp_type(part.schema[c].dataType) else F.col(c)
                                for c in part.columns]) for part in parts]
     rows = parts[0]
@@ -305,7 +305,7 @@ def _checked(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds, now: 
     bad = F.col("reason").isNotNull()
     return checked.select(
         "_file_no", "_pid", "_mid", "source_file", *TYPED, "reason",
-        *[F.when(bad, F.col(c).cast("string")).alias(c) for c in (*REQUIRED, *OPTIONAL)])
+        *[F.when(bad, F.col(c).cast("string")).alias(c) for c in FEED_NAMES])
 
 
 def _days(checked: DataFrame) -> list[date]:
@@ -482,7 +482,7 @@ def ingest_file(
     now = datetime.now(UTC)
     started = monotonic()
     ingest_id = ingest_id or f"ingest-{now:%Y%m%dT%H%M%S%f}"
-    required = [c for c in REQUIRED if c != "trade_id" or ids.scheme != "none"]
+    required = [c for c in REQUIRED_TRADE_COLUMNS if c != "trade_id" or ids.scheme != "none"]
     raw = _read(spark, file, fmt, required)
     unit = None if is_timestamp_type(raw.schema["ts"].dataType) else time_unit
     tables.require(tables.trades_table)
@@ -539,10 +539,6 @@ def ingest_file(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-REJECTED_COLUMN_NAMES = (*REQUIRED, *OPTIONAL, "source_file", "source_row", "reason",
-                         "rejected_at", "ingest_id")
-
-
 def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: str,
                 attempts: int = COMMIT_ATTEMPTS) -> None:
     """Append rejected rows, skipping rows already quarantined from the same file and row.
@@ -551,16 +547,15 @@ def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: s
     """
     target = tables.name(REJECTED_TABLE)
     spark = tables.spark
+    stamped = {"rejected_at": F.lit(now).cast("timestamp"), "ingest_id": F.lit(ingest_id)}
     for attempt in range(1, attempts + 1):
         since = current_snapshot(spark, target)
         fresh = rejected
         if since is not None:
             stored = read_at(spark, target, since).select("source_file", "source_row", "reason")
             fresh = rejected.join(stored, ["source_file", "source_row", "reason"], "left_anti")
-        rows = fresh.select(
-            *REQUIRED, *OPTIONAL, "source_file", "source_row", "reason",
-            F.lit(now).cast("timestamp").alias("rejected_at"),
-            F.lit(ingest_id).alias("ingest_id"))
+        rows = fresh.select(*[stamped.get(c.name, F.col(c.name)).alias(c.name)
+                              for c in REJECTED_COLUMNS])
         try:
             _append_validated(target, rows, since)
             return
@@ -572,7 +567,7 @@ def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: s
 def quarantine_rows(tables: Tables, rejected: DataFrame, *, ingest_id: str) -> None:
     """Quarantine rows found invalid outside `rollup ingest` (an external source table)."""
     _quarantine(tables, rejected.select(
-        *[F.col(c).cast("string") for c in (*REQUIRED, *OPTIONAL)],
+        *[F.col(c).cast("string") for c in FEED_NAMES],
         F.col("source_file"), F.col("source_row").cast("long"), F.col("reason")),
         datetime.now(UTC), ingest_id)
 

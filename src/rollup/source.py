@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from rollup.bar import FEED_NAMES, REQUIRED_TRADE_COLUMNS, TRADE_KEY
 from rollup.errors import ConfigError
 from rollup.identifiers import check_identifier, qualified
 from rollup.trade_ids import TradeIds
@@ -41,8 +42,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType
 
-CANONICAL = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
-KEY = ("exchange", "symbol", "trade_id")
+KEY = TRADE_KEY  # kept for rollup.changes, which imports it from here
 _UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MICROS = 86_400_000_000
@@ -60,10 +60,10 @@ MAX_ID_GROUPS = 10_000
 
 def _check_columns(_: object, __: object, value: Mapping[str, str]) -> None:
     for canonical, column in value.items():
-        if canonical not in CANONICAL:
+        if canonical not in FEED_NAMES:
             raise ConfigError(
                 f"unknown trade column {canonical!r} in the source mapping: expected one of "
-                f"{', '.join(CANONICAL)}"
+                f"{', '.join(FEED_NAMES)}"
             )
         check_identifier(column, f"source column for {canonical}")
 
@@ -107,7 +107,7 @@ class TradeSource:
     def column(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
 
-    def _require(self, df: DataFrame, columns: Sequence[str] = CANONICAL) -> None:
+    def _require(self, df: DataFrame, columns: Sequence[str] = REQUIRED_TRADE_COLUMNS) -> None:
         missing = [self.column(c) for c in columns if self.column(c) not in df.columns]
         if missing:
             raise ConfigError(
@@ -118,9 +118,9 @@ class TradeSource:
         from pyspark.sql import functions as F
 
         self._require(df)
-        side = self.columns.get("side", "side")
+        side = self.column("side")
         return df.select(
-            *[F.col(self.column(c)).alias(c) for c in CANONICAL],
+            *[F.col(self.column(c)).alias(c) for c in REQUIRED_TRADE_COLUMNS],
             (F.col(side) if side in df.columns else F.lit(None).cast("string")).alias("side"),
             *[c for c in df.columns if c == "_file"],
         )
@@ -180,11 +180,11 @@ class TradeSource:
 
         from rollup.validate import canonical, validate_trades
 
-        self._require(df, (*KEY, "ts"))
-        probe = df.select(*[F.col(self.column(c)).alias(c) for c in (*KEY, "ts")],
+        self._require(df, (*TRADE_KEY, "ts"))
+        probe = df.select(*[F.col(self.column(c)).alias(c) for c in (*TRADE_KEY, "ts")],
                           F.lit("1").alias("price"), F.lit("1").alias("quantity"))
         return canonical(validate_trades(probe, time_unit=self.time_unit,
-                                         trade_ids=self.trade_ids)).select(*KEY, "ts")
+                                         trade_ids=self.trade_ids)).select(*TRADE_KEY, "ts")
 
     def id_filter(self, rows: DataFrame) -> Column | None:
         """A filter on the source's own trade id column keeping every id of `rows` (a few
@@ -223,8 +223,8 @@ class TradeSource:
         return self._matching(rows if prefilter is None else rows.where(prefilter), of)
 
     def _matching(self, rows: DataFrame, of: DataFrame) -> DataFrame:
-        keys = self._probe(of).select(*KEY).distinct()
-        return self._probe(rows).join(keys, list(KEY), "left_semi")
+        keys = self._probe(of).select(*TRADE_KEY).distinct()
+        return self._probe(rows).join(keys, list(TRADE_KEY), "left_semi")
 
     def canonical_in(
         self, df: DataFrame, spans: Sequence[Bound], *, dedupe: bool | None = None
@@ -263,12 +263,12 @@ class TradeSource:
         if prefilter is not None:
             rest = rest.where(prefilter)
         found = self._matching(rest, inside)
-        sample = found.select(*KEY, F.unix_micros("ts").alias("_micros")).distinct() \
+        sample = found.select(*TRADE_KEY, F.unix_micros("ts").alias("_micros")).distinct() \
             .limit(LOCAL_DELIVERIES + 1).collect()
         if not sample:
             return None
         if len(sample) > LOCAL_DELIVERIES:
-            keys = found.select(*KEY).distinct()
+            keys = found.select(*TRADE_KEY).distinct()
         else:
             tick = timedelta(microseconds=1)
             spans = coarsen([(_from_micros(r._micros), _from_micros(r._micros) + tick)
@@ -277,8 +277,8 @@ class TradeSource:
             assert near is not None  # `outside` came from the same filter
             rest = rest.where(near)
             keys = F.broadcast(df.sparkSession.createDataFrame(
-                sorted({tuple(r)[:3] for r in sample}), found.select(*KEY).schema))
-        return self.to_canonical(rest, dedupe=False).join(keys, list(KEY), "left_semi")
+                sorted({tuple(r)[:3] for r in sample}), found.select(*TRADE_KEY).schema))
+        return self.to_canonical(rest, dedupe=False).join(keys, list(TRADE_KEY), "left_semi")
 
     def rejected(self, df: DataFrame) -> DataFrame:
         """Invalid source rows with their text, file and reason, shaped for quarantine."""
@@ -286,7 +286,7 @@ class TradeSource:
 
         checked = self.validated(df.withColumn("_file", F.input_file_name()))
         return checked.where(F.col("reason").isNotNull()).select(
-            *[F.col(c) for c in (*CANONICAL, "side")],
+            *[F.col(c) for c in FEED_NAMES],
             F.col("_file").alias("source_file"),
             F.col("_trade_id").alias("source_row"),
             "reason",
@@ -298,7 +298,7 @@ def dedupe_trades(trades: DataFrame) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    key = Window.partitionBy("exchange", "symbol", "trade_id").orderBy("ts", "price", "quantity")
+    key = Window.partitionBy(*TRADE_KEY).orderBy("ts", "price", "quantity")
     return trades.withColumn("_n", F.row_number().over(key)).where(F.col("_n") == 1).drop("_n")
 
 

@@ -24,7 +24,7 @@ trade by (exchange, symbol, trade_id). Feeds differ, so each source names its sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -126,10 +126,3 @@ class TradeIds:
 
     def describe(self) -> str:
         return self.scheme if self.scheme != "daily" else f"daily ({self.zone} days)"
-
-
-def order_columns(names: Sequence[str]) -> list[Column]:
-    """Columns for an ordinal's order, ascending with nulls first."""
-    from pyspark.sql import functions as F
-
-    return [F.col(n).asc_nulls_first() for n in names]

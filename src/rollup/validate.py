@@ -3,7 +3,7 @@
 Works on raw text columns (`exchange`, `symbol`, `trade_id`, `ts`, `price`, `quantity`,
 `side`) as read from CSV or Parquet; decimal text is checked and converted exactly, never
 through floats. The rules and the reason texts are documented in docs/input.md; a row gets
-the reason of the first rule it breaks (`REASONS` lists them in that order).
+the reason of the first rule it breaks (the `R_...` constants are in that order).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from rollup.bar import FEED_COLUMNS, FEED_NAMES, PRICE, QUANTITY, REQUIRED_TRADE_COLUMNS
 from rollup.errors import ConfigError, InputError, TimeframeError
 from rollup.timeframes import Timeframe
 from rollup.trade_ids import R_DAILY, R_INTEGER, TradeIds
 
 TIME_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
-TEXT_COLUMNS = ("exchange", "symbol", "trade_id", "ts", "price", "quantity", "side")
 CORRUPT_COLUMN = "_corrupt_record"
 """Set by the CSV reader to the raw line when a row has too few or too many fields."""
 
@@ -158,7 +158,7 @@ def is_timestamp_type(kind: T.DataType) -> bool:
 
 def with_trade_columns(df: DataFrame) -> DataFrame:
     """`df` with every trade column present (a missing one is null text); types are kept."""
-    missing = [F.lit(None).cast("string").alias(c) for c in TEXT_COLUMNS if c not in df.columns]
+    missing = [F.lit(None).cast("string").alias(c) for c in FEED_NAMES if c not in df.columns]
     return df.select("*", *missing) if missing else df
 
 
@@ -223,7 +223,7 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
              now: datetime | None = None, trade_ids: TradeIds | None = None) -> DataFrame:
     """Add canonical typed columns (`_exchange` ... `_side`, `_trade_ref`) and `reason`.
 
-    `raw` has the trade columns of TEXT_COLUMNS, as text or already typed (a timestamp `ts`,
+    `raw` has the trade columns of `FEED_NAMES`, as text or already typed (a timestamp `ts`,
     decimal or integer `price`/`quantity`/`trade_id`: those skip text parsing), and
     optionally CORRUPT_COLUMN; every other column is kept. `reason` is null for good rows.
     `_trade_id` is the stored key of the `trade_ids` scheme (null for the `none` scheme,
@@ -235,13 +235,12 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
     now = now or datetime.now(UTC)
     raw = with_trade_columns(raw)
     kinds = {f.name: f.dataType for f in raw.schema.fields}
-    texts = [F.trim(F.col(c).cast("string")).alias(f"_t_{c}") for c in TEXT_COLUMNS]
+    texts = [F.trim(F.col(c).cast("string")).alias(f"_t_{c}") for c in FEED_NAMES]
     trimmed = raw.select("*", *texts)
-    t = {c: F.col(f"_t_{c}") for c in TEXT_COLUMNS}
-    price = (_typed_decimal(F.col("price"), kinds["price"], "decimal(18,8)")
-             or _decimal(t["price"], "decimal(18,8)"))
-    qty = (_typed_decimal(F.col("quantity"), kinds["quantity"], "decimal(20,8)")
-           or _decimal(t["quantity"], "decimal(20,8)"))
+    t = {c: F.col(f"_t_{c}") for c in FEED_NAMES}
+    price = (_typed_decimal(F.col("price"), kinds["price"], PRICE) or _decimal(t["price"], PRICE))
+    qty = (_typed_decimal(F.col("quantity"), kinds["quantity"], QUANTITY)
+           or _decimal(t["quantity"], QUANTITY))
     if is_timestamp_type(kinds["ts"]):
         ts_value, ts_unit_problem, sub_micro = (F.col("ts").cast("timestamp"), F.lit(False),
                                                 F.lit(False))
@@ -273,8 +272,7 @@ def validate(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds,
              .alias("_f_id_problem"))
     c = F.col
     side = c("_f_side")
-    required = [n for n in ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
-                if n != "trade_id" or ids.scheme != "none"]
+    required = [n for n in REQUIRED_TRADE_COLUMNS if n != "trade_id" or ids.scheme != "none"]
     checks: list[tuple[Column, str | Column]] = []
     if CORRUPT_COLUMN in raw.columns:
         checks.append((c(CORRUPT_COLUMN).isNotNull(), R_FIELDS))
@@ -335,14 +333,7 @@ def with_ordinal_keys(checked: DataFrame, ids: TradeIds, *, within: Sequence[str
 def canonical(validated: DataFrame) -> DataFrame:
     """The good rows of `validate` in the trades-table column order (without ingested_at)."""
     return validated.where(F.col("reason").isNull()).select(
-        F.col("_exchange").alias("exchange"),
-        F.col("_symbol").alias("symbol"),
-        F.col("_trade_id").alias("trade_id"),
-        F.col("_ts").alias("ts"),
-        F.col("_price").alias("price"),
-        F.col("_quantity").alias("quantity"),
-        F.col("_side").alias("side"),
-    )
+        *[F.col(f"_{c.name}").alias(c.name) for c in FEED_COLUMNS])
 
 
 def validate_trades(df: DataFrame, *, time_unit: str | None = None,

@@ -12,30 +12,21 @@ Every adapter returns a table with exactly the columns of `TRADES_SCHEMA`, in th
 - ``quantity``  decimal128(20, 8), not null, >= 0
 - ``side``      string, nullable: "buy", "sell" or null
 
-The column names, types and nullability agree with `rollup.bar.TRADE_COLUMNS` (minus
-``ingested_at``, which is stamped at ingestion and not by an adapter).
+`TRADES_SCHEMA` is derived from `rollup.bar.FEED_COLUMNS` (the trades table's columns without
+``ingested_at`` and ``trade_ref``, which rollup stamps at ingestion).
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+from rollup.bar import FEED_COLUMNS, PRICE, QUANTITY, VOLUME
+from rollup.schema import arrow_schema, arrow_type
 
-PRICE_TYPE: pa.DataType = pa.decimal128(18, 8)
-QUANTITY_TYPE: pa.DataType = pa.decimal128(20, 8)
-VOLUME_TYPE: pa.DataType = pa.decimal128(38, 8)
-TS_TYPE: pa.DataType = pa.timestamp("us", tz="UTC")
+PRICE_TYPE = arrow_type(PRICE)
+QUANTITY_TYPE = arrow_type(QUANTITY)
+VOLUME_TYPE = arrow_type(VOLUME)
+TS_TYPE = arrow_type("timestamp")
 
-TRADES_SCHEMA = pa.schema(
-    [
-        pa.field("exchange", pa.string(), nullable=False),
-        pa.field("symbol", pa.string(), nullable=False),
-        pa.field("trade_id", pa.int64(), nullable=False),
-        pa.field("ts", TS_TYPE, nullable=False),
-        pa.field("price", PRICE_TYPE, nullable=False),
-        pa.field("quantity", QUANTITY_TYPE, nullable=False),
-        pa.field("side", pa.string(), nullable=True),
-    ]
-)
+TRADES_SCHEMA = arrow_schema(FEED_COLUMNS)
 """The pyarrow schema of the trades frame produced by every adapter and by `rollup.synthetic`."""
 
 from rollup.adapters.lean import (  # noqa: E402  (needs the constants above)

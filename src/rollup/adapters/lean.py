@@ -46,7 +46,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rollup.adapters import PRICE_TYPE, QUANTITY_TYPE, TRADES_SCHEMA, TS_TYPE, VOLUME_TYPE
+from rollup.bar import BAR_COLUMNS
 from rollup.errors import ConfigError, InputError
+from rollup.schema import arrow_schema, columns_named
 
 __all__ = [
     "LEAN_DATA_ENV",
@@ -63,17 +65,8 @@ LEAN_DATA_ENV = "ROLLUP_LEAN_DATA"
 LEAN_GC_DATASET = "lean_comex_gc_1m_2013-10"
 """Name of the COMEX GC sample dataset directory inside the shared data directory."""
 
-MINUTE_BARS_SCHEMA = pa.schema(
-    [
-        pa.field("symbol", pa.string(), nullable=False),
-        pa.field("window_start", TS_TYPE, nullable=False),
-        pa.field("open", PRICE_TYPE, nullable=False),
-        pa.field("high", PRICE_TYPE, nullable=False),
-        pa.field("low", PRICE_TYPE, nullable=False),
-        pa.field("close", PRICE_TYPE, nullable=False),
-        pa.field("volume", VOLUME_TYPE, nullable=False),
-    ]
-)
+MINUTE_BARS_SCHEMA = arrow_schema(columns_named(
+    BAR_COLUMNS, ("symbol", "window_start", "open", "high", "low", "close", "volume")))
 """Schema of `read_lean_minute_bars`: the vendor's published 1-minute trade bars."""
 
 VENDOR_COLUMNS_SCHEMA = pa.schema(
