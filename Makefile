@@ -13,8 +13,8 @@ install:  ## install rollup with every extra (Spark, Iceberg runtime, Prefect, c
 demo: install  ## set up and run `rollup demo` on the embedded default (local Spark, ./warehouse)
 	$(PYTHON) -m rollup.cli demo
 
-test: install  ## run the whole test suite (unit, Spark, slow and integration tests)
-	$(PYTHON) -m pytest
+test: install  ## run the whole test suite (unit, Spark, slow and integration tests); 15 slowest
+	$(PYTHON) -m pytest --durations=15
 
 test-fast:  ## unit tests only (no Spark, no services)
 	$(PYTHON) -m pytest -m "not spark and not slow and not integration"

@@ -1,18 +1,62 @@
-"""Shared fixtures: one SparkSession (with an Iceberg catalog ``rollup``) per test run."""
+"""Shared fixtures: one SparkSession (with an Iceberg catalog ``rollup``) per test run.
+
+Under CI (the ``CI`` environment variable set and not ``0``/``false``; .ci/run exports it):
+Hypothesis runs the ``ci`` profile (derandomized: the same examples on every run), a test
+whose shared LEAN data is missing fails instead of skipping (`require_in_ci`), and a test
+skipped because an optional package cannot be imported fails too: `make test` installs the
+dev extras of pyproject.toml, so such a skip can only mean a missing extra.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 CATALOG = "rollup"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""``../shared/data`` beside the checkout: CI lays a copy of shared/ beside its clone."""
+
+
+def in_ci() -> bool:
+    """True when the ``CI`` environment variable is set (and not ``0`` or ``false``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# Same examples on every CI run (no example database, no random seed); locally, random.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile("ci" if in_ci() else "dev")
+
+
+def require_in_ci(found: Any, missing: str) -> Any:
+    """`found` itself; when it is None, skip with the reason `missing`, or fail under CI."""
+    if found is not None:
+        return found
+    if in_ci():
+        pytest.fail(f"{missing}; CI must provide it, so the test fails instead of skipping",
+                    pytrace=False)
+    pytest.skip(missing)
+
+
+@pytest.fixture(scope="session")
+def lean_data() -> Path:
+    """The LEAN COMEX gold sample (tick/ and minute/), from ``ROLLUP_LEAN_DATA`` or
+    ``../shared/data``; skipped when absent, a failure under CI."""
+    from rollup.adapters.lean import LEAN_DATA_ENV, lean_data_dir
+
+    found = lean_data_dir(SHARED_DATA)
+    path: Path = require_in_ci(
+        found, f"LEAN sample data not found (set {LEAN_DATA_ENV} or provide {SHARED_DATA})")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +96,43 @@ def tables(spark: SparkSession, namespace: str):  # type: ignore[no-untyped-def]
     result = Tables(spark, CATALOG, namespace)
     result.create_all()
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Under CI, a skip for a package that cannot be imported is a failure
+
+
+def _missing_import(message: str) -> bool:
+    """Whether a skip message is `pytest.importorskip`'s "could not import ..."."""
+    return "could not import" in message
+
+
+def _as_failure(report: Any, message: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = (f"{message} (a skip under CI: `make test` installs the dev extras of "
+                       "pyproject.toml; add the package there)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and call.excinfo is not None:
+        message = str(call.excinfo.value)
+        if _missing_import(message):
+            _as_failure(report, f"{item.nodeid}: {message}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped:
+        message = str(report.longrepr[-1] if isinstance(report.longrepr, tuple)
+                      else report.longrepr)
+        if _missing_import(message):
+            _as_failure(report, f"{collector.nodeid}: {message}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

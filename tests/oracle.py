@@ -1,10 +1,11 @@
 """An independent oracle: every level's bars computed in pure Python from the stored trades.
 
-Nothing here uses `rollup.plans`, `Rollup.plan_direct` or `tests.helpers.stored_vs_rebuild`
-(which share code with what is tested). The trades are read with Spark, collected to Python,
-and each level is aggregated straight from them with `rollup.bar.Bar.of_trade` and
-`rollup.bar.combine_all`: windows aligned by the level's `Timeframe.floor`, open/close the
-earliest/latest trade by (ts, trade_id), vwap by `rollup.bar.vwap_of`.
+Nothing here uses the plan code of `rollup.plans` (only its BAR_OUTPUT column list), so tests
+compare with this, never with `Rollup.plan_direct`, which shares that code. The trades are
+read with Spark, collected to Python, and each level is aggregated straight from them with
+`rollup.bar.Bar.of_trade` and `rollup.bar.combine_all`: windows aligned by the level's
+`Timeframe.floor`, open/close the earliest/latest trade by (ts, trade_id), vwap by
+`rollup.bar.vwap_of`. For an external source, the trades are its validated, deduplicated rows.
 
 `assert_matches_oracle(tables)` compares every stored level (all columns of
 `rollup.plans.BAR_OUTPUT`) with it and fails with sample missing / extra / wrong bars.
@@ -27,6 +28,8 @@ from rollup.plans import BAR_OUTPUT
 from rollup.timeframes import Level, Timeframe
 
 if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
     from rollup.tables import Tables
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -130,9 +133,11 @@ def level_horizon(level: Level, chain_retained_from: Sequence[date | None]) -> d
 
 
 def read_trades(tables: Tables) -> list[Trade]:
+    """The trades every level is built from: the trades table, or for an external source its
+    validated, deduplicated rows (`Tables.canonical_trades`: input semantics, not bar code)."""
     from pyspark.sql import functions as F
 
-    rows = tables.read_trades().select(
+    rows = tables.canonical_trades().select(
         "exchange", "symbol", "trade_id", F.unix_micros("ts").alias("micros"), "price",
         "quantity",
     ).collect()
@@ -140,26 +145,32 @@ def read_trades(tables: Tables) -> list[Trade]:
                   r.quantity) for r in rows]
 
 
-def read_stored(tables: Tables) -> dict[str, list[dict[str, Any]]]:
-    """Every level's stored bars (BAR_OUTPUT columns, window times aware UTC), in one job."""
+def collect_bars(frames: Mapping[str, DataFrame]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of several bar DataFrames (BAR_OUTPUT columns, window times aware UTC) by
+    name, collected in one Spark job."""
     from pyspark.sql import functions as F
 
     parts = []
-    for level in tables.dag.order():
+    for name, frame in frames.items():
         cols = [F.unix_micros(c).alias(c) if c in ("window_start", "window_end") else F.col(c)
                 for c in BAR_OUTPUT]
-        parts.append(tables.read_bars(level).select(F.lit(level.name).alias("_level"), *cols))
+        parts.append(frame.select(F.lit(name).alias("_frame"), *cols))
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
-    out: dict[str, list[dict[str, Any]]] = {lv.name: [] for lv in tables.dag.order()}
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in frames}
     for row in union.collect():
         values = row.asDict()
-        level = values.pop("_level")
+        name = values.pop("_frame")
         values["window_start"] = from_micros(values["window_start"])
         values["window_end"] = from_micros(values["window_end"])
-        out[level].append(values)
+        out[name].append(values)
     return out
+
+
+def read_stored(tables: Tables) -> dict[str, list[dict[str, Any]]]:
+    """Every level's stored bars (BAR_OUTPUT columns, window times aware UTC), in one job."""
+    return collect_bars({lv.name: tables.read_bars(lv) for lv in tables.dag.order()})
 
 
 def retained_from(tables: Tables, table: str) -> date | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -77,3 +78,41 @@ def trade_rows(draw: st.DrawFn, max_trades: int = 40) -> list[tuple]:  # type: i
         ex, sym = instruments[i]
         rows.append((ex, sym, ids[i], draw(st.sampled_from(times)), price, qty))
     return draw(st.permutations(rows))
+
+
+def _notional_capped(price: Decimal, qty: Decimal, big: int) -> tuple[Decimal, int]:
+    """`qty`, or 0.5 once more than five trades carried a notional >= 1e18; the new count."""
+    if price * qty < Decimal(10**18):
+        return qty, big
+    return (qty if big < 5 else Decimal("0.5")), big + 1
+
+
+@st.composite
+def trade_history(draw: st.DrawFn, min_trades: int = 200, max_trades: int = 500
+                  ) -> list[tuple]:  # type: ignore[type-arg]
+    """Hundreds of rows like `trade_rows`, drawn from pools so that an example stays small for
+    Hypothesis: instants (n/10 to n/4 of them, so several trades share each one: ties broken
+    by trade_id), prices (n/8 to n/4: equal prices in a window) and three instruments;
+    ids unique, rows in a drawn order."""
+    n = draw(st.integers(min_trades, max_trades))
+    times = draw(st.lists(instants(), min_size=max(1, n // 10), max_size=max(1, n // 4)))
+    price_pool = draw(st.lists(prices, min_size=max(1, n // 8), max_size=max(1, n // 4)))
+    qty_pool = draw(st.lists(quantities, min_size=max(1, n // 8), max_size=max(1, n // 4)))
+    instruments = [("X", "BTC"), ("X", "ETH"), ("Y", "BTC")]
+    rows = []
+    used: set[int] = set()
+    big = 0
+    for _ in range(n):
+        tid = draw(st.integers(-(2**63), 2**63 - 1))
+        while tid in used:  # unique, still spread over the whole range
+            tid = tid + 1 if tid < 2**63 - 1 else -(2**63)
+        used.add(tid)
+        price = price_pool[draw(st.integers(0, len(price_pool) - 1))]
+        qty = qty_pool[draw(st.integers(0, len(qty_pool) - 1))]
+        if price >= Decimal(10**9) and qty >= Decimal(10**11):
+            qty = Decimal("123.45678901")
+        qty, big = _notional_capped(price, qty, big)
+        rows.append((*instruments[draw(st.integers(0, 2))], tid,
+                     times[draw(st.integers(0, len(times) - 1))], price, qty))
+    random.Random(draw(st.integers(0, 2**32 - 1))).shuffle(rows)
+    return rows

@@ -1,51 +1,30 @@
-"""Exactness: every level built through the cascade equals the direct aggregation of trades,
-column for column, and both equal the pure-Python oracle."""
+"""Exactness: every level, built through the cascade and built straight from the trades,
+equals the independent pure-Python oracle of tests/oracle.py, column for column."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from pyspark.sql import Row
 
-from rollup.bar import TRADE_COLUMNS, Bar, combine_all
+from rollup.bar import TRADE_COLUMNS
 from rollup.plans import CHUNK_BITS, Rollup
 from rollup.schema import spark_schema
-from rollup.timeframes import Dag, Timeframe
-from tests.strategies import trade_rows
+from rollup.timeframes import Dag
+from tests.oracle import Trade, collect_bars, compare_level, oracle_bars
+from tests.strategies import trade_history
 
 pytestmark = pytest.mark.spark
 
 DAG = Dag.standard().add("15m", "5m").add("4h", "1h").add("1w", "1d")
-VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap")
+"""Every standard level (1m, 5m, 30m, 1h, 1d) plus 15m, 4h and 1w."""
 
 
 def trades_df(spark, rows):  # type: ignore[no-untyped-def]
     full = [(*r, None, None, None) for r in rows]
     return spark.createDataFrame(full, spark_schema(TRADE_COLUMNS))
-
-
-def oracle(rows, tf: Timeframe) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    """Bars of `tf` computed in pure Python from trades with the documented semantics."""
-    groups: dict[tuple, list] = defaultdict(list)  # type: ignore[type-arg]
-    for ex, sym, tid, ts, price, qty in rows:
-        groups[(ex, sym, tf.floor(ts))].append((ts, tid, price, qty))
-    out = {}
-    for (ex, sym, start), trades in groups.items():
-        trades.sort(key=lambda t: (t[0], t[1]))
-        bar = combine_all(
-            Bar.of_trade(ex, sym, start, start + tf.duration, p, q) for _, _, p, q in trades[:1]
-        )
-        assert bar is not None
-        for _, _, p, q in trades[1:]:
-            bar = Bar(ex, sym, start, start + tf.duration, bar.open, max(bar.high, p),
-                      min(bar.low, p), p, bar.volume + q, bar.quote_volume + p * q,
-                      bar.trade_count + 1)
-        out[(ex, sym, start)] = bar
-    return out
 
 
 def cascade_frames(trades):  # type: ignore[no-untyped-def]
@@ -57,49 +36,52 @@ def cascade_frames(trades):  # type: ignore[no-untyped-def]
 
 
 def collect_all(trades):  # type: ignore[no-untyped-def]
-    """Every level through the cascade and directly, in ONE Spark job (exchanges are reused)."""
-    from pyspark.sql import functions as F
-
-    frames = cascade_frames(trades)
-    parts = []
+    """Every level through the cascade ("cascade/<level>") and straight from the trades
+    ("direct/<level>"), collected in ONE Spark job."""
+    frames = {f"cascade/{name}": frame for name, frame in cascade_frames(trades).items()}
     for level in DAG.order():
-        parts.append(frames[level.name].withColumn("_level", F.lit(level.name))
-                     .withColumn("_kind", F.lit("cascade")))
-        parts.append(Rollup(level).plan_direct(trades).withColumn("_level", F.lit(level.name))
-                     .withColumn("_kind", F.lit("direct")))
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    out: dict = defaultdict(dict)  # type: ignore[type-arg]
-    for row in union.collect():
-        key = (row.exchange, row.symbol, row.window_start.replace(tzinfo=UTC))
-        values = row.asDict()
-        level, kind = values.pop("_level"), values.pop("_kind")
-        out[(level, kind)][key] = Row(**values)
-    return out
+        frames[f"direct/{level.name}"] = Rollup(level).plan_direct(trades)
+    return collect_bars(frames)
 
 
-@settings(max_examples=8, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(rows=trade_rows())
-def test_cascade_equals_direct_equals_oracle(spark, rows) -> None:  # type: ignore[no-untyped-def]
+def assert_all_match_oracle(spark, rows) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """Both ways of building every level of DAG equal the oracle of `rows`; returns the
+    collected bars by "cascade/<level>" and "direct/<level>"."""
     results = collect_all(trades_df(spark, rows))
+    trades = [Trade(*row) for row in rows]
+    problems = []
     for level in DAG.order():
-        via_cascade = results[(level.name, "cascade")]
-        direct = results[(level.name, "direct")]
-        assert via_cascade == direct, level.name
-        with localcontext(Context(prec=80)):
-            expected = oracle(rows, level.timeframe)
-        assert set(via_cascade) == set(expected), level.name
-        for key, bar in expected.items():
-            row = via_cascade[key]
-            assert (row.open, row.high, row.low, row.close) == (bar.open, bar.high, bar.low,
-                                                                bar.close), (level.name, key)
-            assert row.volume == bar.volume and row.quote_volume == bar.quote_volume
-            assert row.trade_count == bar.trade_count and row.vwap == bar.vwap
-            assert row.window_end.replace(tzinfo=UTC) == bar.window_end
-            assert row.window_date == bar.window_start.date()
+        expected = oracle_bars(trades, level.timeframe)
+        assert expected, level.name
+        for kind in ("cascade", "direct"):
+            name = f"{kind}/{level.name}"
+            problems += compare_level(name, results[name], expected)
+    assert not problems, f"{len(rows)} trades:\n  " + "\n  ".join(problems)
+    return results
+
+
+@settings(max_examples=5, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large, HealthCheck.large_base_example])
+@given(rows=trade_history())
+def test_every_level_equals_the_oracle_on_hundreds_of_trades(spark, rows) -> None:  # type: ignore[no-untyped-def]
+    """Hundreds of trades of three instruments over five weeks: many share an instant (ties
+    broken by trade_id) and a price, many sit on window, week and month boundaries."""
+    assert len(rows) >= 200
+    assert_all_match_oracle(spark, rows)
+
+
+def test_small_example_exercises_ties_and_every_level(spark) -> None:  # type: ignore[no-untyped-def]
+    """The property on a fixed handful of trades: a tie on ts and on price, a week boundary."""
+    t = datetime(2024, 1, 7, 23, 59, 59, 999_999, tzinfo=UTC)  # Sunday, last microsecond
+    rows = [("X", "BTC", 9, t, Decimal("10"), Decimal("1")),
+            ("X", "BTC", -4, t, Decimal("11"), Decimal("2")),  # opens: lowest id at t
+            ("X", "BTC", 3, t, Decimal("11"), Decimal("0")),  # same ts, same price
+            ("X", "BTC", 5, datetime(2024, 1, 8, tzinfo=UTC), Decimal("12"), Decimal("1"))]
+    results = assert_all_match_oracle(spark, rows)
+    assert len(results["cascade/1w"]) == 2 and len(results["cascade/1m"]) == 2
+    week = min(results["cascade/1w"], key=lambda r: r["window_start"])
+    assert (week["open"], week["close"], week["trade_count"]) == (Decimal("11"), Decimal("10"), 3)
 
 
 def test_ties_on_equal_timestamps_are_broken_by_trade_id(spark) -> None:  # type: ignore[no-untyped-def]
@@ -163,17 +145,16 @@ def test_extreme_values_do_not_overflow_or_round(spark) -> None:  # type: ignore
         ("X", "BIG", 1, t, Decimal("9999999999.99999999"), Decimal("99999999999.99999999")),
         ("X", "BIG", 2, t, Decimal("999999999.99999999"), Decimal("999999999999.99999999")),
     ]
-    results = collect_all(trades_df(spark, rows))
-    day = {key[1]: r for key, r in results[("1d", "cascade")].items()}
-    assert day["PEPE"].volume == Decimal("1999999999999.99999998")
-    assert day["PEPE"].quote_volume == Decimal("19999.9999999999999998")
+    results = assert_all_match_oracle(spark, rows)  # every level, both ways
+    day = {r["symbol"]: r for r in results["cascade/1d"]}
+    assert day["PEPE"]["volume"] == Decimal("1999999999999.99999998")
+    assert day["PEPE"]["quote_volume"] == Decimal("19999.9999999999999998")
     with localcontext(Context(prec=80)):
         expected_big = (Decimal("9999999999.99999999") * Decimal("99999999999.99999999")
                         + Decimal("999999999.99999999") * Decimal("999999999999.99999999"))
-    assert day["BIG"].quote_volume == expected_big
-    week = {key[1]: r for key, r in results[("1w", "cascade")].items()}
-    assert week["BIG"].quote_volume == day["BIG"].quote_volume
-    assert results[("1w", "cascade")] == results[("1w", "direct")]
+    assert day["BIG"]["quote_volume"] == expected_big
+    week = {r["symbol"]: r for r in results["cascade/1w"]}
+    assert week["BIG"]["quote_volume"] == day["BIG"]["quote_volume"]
 
 
 def test_zero_quantity_trades_count_but_add_no_volume(spark) -> None:  # type: ignore[no-untyped-def]

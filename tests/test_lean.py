@@ -23,13 +23,6 @@ from rollup.adapters.lean import (
 )
 from rollup.errors import ConfigError, InputError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA = lean_data_dir(SHARED_DATA)
-needs_data = pytest.mark.skipif(
-    DATA is None,
-    reason=f"LEAN sample data not found (set {LEAN_DATA_ENV} or provide {SHARED_DATA})",
-)
-
 RAW_TICK_ROWS = 157_849  # rows in the 27 tick CSVs, as published
 TICK_FILES = 27  # each ends with a byte-for-byte duplicate of its previous row
 TICKS = RAW_TICK_ROWS - TICK_FILES  # 157,822 trades
@@ -37,16 +30,18 @@ PUBLISHED_BARS = 4_681
 MINUTE = timedelta(minutes=1)
 
 
-@pytest.fixture(scope="module")
-def trades() -> pa.Table:
-    assert DATA is not None
-    return read_lean_trades(DATA)
+# Tests of the real data take the `lean_data` fixture (tests/conftest.py): skipped without the
+# data, a failure under CI.
 
 
 @pytest.fixture(scope="module")
-def bars() -> pa.Table:
-    assert DATA is not None
-    return read_lean_minute_bars(DATA)
+def trades(lean_data: Path) -> pa.Table:
+    return read_lean_trades(lean_data)
+
+
+@pytest.fixture(scope="module")
+def bars(lean_data: Path) -> pa.Table:
+    return read_lean_minute_bars(lean_data)
 
 
 def _rebuild_minute_bars(trades: pa.Table) -> dict[tuple[str, datetime], tuple[Decimal, ...]]:
@@ -79,7 +74,6 @@ def _rebuild_minute_bars(trades: pa.Table) -> dict[tuple[str, datetime], tuple[D
 # --------------------------------------------------------------------------- real data
 
 
-@needs_data
 def test_rebuilt_bars_equal_all_published_bars(trades: pa.Table, bars: pa.Table) -> None:
     rebuilt = _rebuild_minute_bars(trades)
     published = {
@@ -92,11 +86,10 @@ def test_rebuilt_bars_equal_all_published_bars(trades: pa.Table, bars: pa.Table)
     assert not mismatches, f"{len(mismatches)} bars differ, e.g. {next(iter(mismatches.items()))}"
 
 
-@needs_data
-def test_tick_count_drops_exactly_the_duplicated_last_rows(trades: pa.Table) -> None:
-    assert DATA is not None
+def test_tick_count_drops_exactly_the_duplicated_last_rows(trades: pa.Table,
+                                                          lean_data: Path) -> None:
     raw = 0
-    for zip_path in sorted((DATA / "tick").glob("*_trade.zip")):
+    for zip_path in sorted((lean_data / "tick").glob("*_trade.zip")):
         with zipfile.ZipFile(zip_path) as archive:
             for name in archive.namelist():
                 lines = archive.read(name).splitlines()
@@ -107,7 +100,6 @@ def test_tick_count_drops_exactly_the_duplicated_last_rows(trades: pa.Table) -> 
     assert trades.schema.metadata[DROPPED_ROWS_METADATA_KEY] == str(TICK_FILES).encode()
 
 
-@needs_data
 def test_trades_frame_shape(trades: pa.Table) -> None:
     assert trades.schema.equals(TRADES_SCHEMA)
     assert set(trades["exchange"].to_pylist()) == {"COMEX"}
@@ -124,7 +116,6 @@ def test_trades_frame_shape(trades: pa.Table) -> None:
     assert first["trade_id"] == 15985 * 10**9  # days since 1970 * 1e9 + row 0
 
 
-@needs_data
 def test_trade_ids_unique_increasing_in_file_order(trades: pa.Table) -> None:
     previous: dict[str, tuple[int, datetime]] = {}
     for symbol, trade_id, ts in zip(
@@ -140,7 +131,6 @@ def test_trade_ids_unique_increasing_in_file_order(trades: pa.Table) -> None:
         previous[symbol] = (trade_id, ts)
 
 
-@needs_data
 def test_prices_unscaled_and_consistent_between_ticks_and_bars(
     trades: pa.Table, bars: pa.Table
 ) -> None:
@@ -151,10 +141,8 @@ def test_prices_unscaled_and_consistent_between_ticks_and_bars(
     assert bars.schema.equals(MINUTE_BARS_SCHEMA)
 
 
-@needs_data
-def test_single_zip_gives_the_same_rows_and_ids(trades: pa.Table) -> None:
-    assert DATA is not None
-    one = read_lean_trades(DATA / "tick" / "20131008_trade.zip")
+def test_single_zip_gives_the_same_rows_and_ids(trades: pa.Table, lean_data: Path) -> None:
+    one = read_lean_trades(lean_data / "tick" / "20131008_trade.zip")
     day_index = (datetime(2013, 10, 8) - datetime(1970, 1, 1)).days
     ids = trades["trade_id"]
     same_day = trades.filter(
@@ -164,10 +152,8 @@ def test_single_zip_gives_the_same_rows_and_ids(trades: pa.Table) -> None:
     assert one.equals(same_day)
 
 
-@needs_data
-def test_vendor_columns_are_opt_in() -> None:
-    assert DATA is not None
-    table = read_lean_trades(DATA / "tick" / "20131009_trade.zip", vendor_columns=True)
+def test_vendor_columns_are_opt_in(lean_data: Path) -> None:
+    table = read_lean_trades(lean_data / "tick" / "20131009_trade.zip", vendor_columns=True)
     assert table.column_names[: len(TRADES_SCHEMA)] == TRADES_SCHEMA.names
     assert table.column_names[len(TRADES_SCHEMA) :] == ["lean_exchange", "condition", "suspicious"]
     assert set(table["lean_exchange"].to_pylist()) == {"usa"}

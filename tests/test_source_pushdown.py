@@ -18,10 +18,16 @@ from rollup.plans import Rollup
 from rollup.runner import plan_level, planned_bars, run_cascade
 from rollup.source import TradeSource, merge_intervals
 from rollup.tables import Tables
+from rollup.timeframes import Dag
 from tests.oracle import Trade, compare_level, from_micros, oracle_bars, read_stored
 from tests.test_source import micros, seed_source
 
 pytestmark = pytest.mark.spark
+
+DAG = Dag.from_spec({"1m": None, "1h": "1m", "1d": "1h"})
+"""1m read from the source (a merged level), 1h built from 1m and 1d from 1h (levels that
+overwrite day and month partitions): what the source decides reaches two levels above it,
+across a day boundary, at three levels' cost per run instead of five."""
 
 Row = tuple[str, str, int, int, Decimal, Decimal]  # venue, pair, id, timestamp (us), px, size
 
@@ -47,6 +53,13 @@ def assert_oracle(tables: Tables, rows: Iterable[Row]) -> None:
                 for p in compare_level(lv.name, stored[lv.name],
                                        oracle_bars(trades, lv.timeframe))]
     assert not problems, "\n".join(problems)
+
+
+def seed(spark: Any, namespace: str, tmp_path: Any) -> tuple[str, Tables]:
+    """The seed design's raw_trades table (`tests.test_source.seed_source`: BIGINT
+    microseconds, other column names, dedupe) and rollup's tables of DAG reading it."""
+    raw, standard = seed_source(spark, namespace, tmp_path)
+    return raw, Tables(spark, "rollup", namespace, DAG, source=standard.source)
 
 
 def append(spark: Any, raw: str, rows: list[Row]) -> None:
@@ -87,7 +100,7 @@ def test_window_recompute_filters_the_source_scan(spark, namespace, tmp_path) ->
     """The first level's recompute of one late window filters the raw `timestamp` column
     (BIGINT microseconds) in the Iceberg scan itself, which then skips the other days'
     files, and the key lookup of dedupe filters the raw `id` column; the bars stay exact."""
-    raw, tables = seed_source(spark, namespace, tmp_path)
+    raw, tables = seed(spark, namespace, tmp_path)
     rows: list[Row] = []
     for d in range(3):  # one file per day
         day = [("B", "BTC", 1000 * d + i, micros(DAY + timedelta(days=d, minutes=37 * i)),
@@ -134,7 +147,7 @@ def test_moved_trade_across_a_day_boundary_counts_once(  # type: ignore[no-untyp
     different windows at every level. The earlier delivery counts, whichever arrives first;
     it keeps counting when a later run recomputes only the other delivery's window, and when
     it is deleted (a rewritten file, or a position delete file) the other one takes over."""
-    raw, tables = seed_source(spark, namespace, tmp_path)
+    raw, tables = seed(spark, namespace, tmp_path)
     spark.sql(f"ALTER TABLE {raw} SET TBLPROPERTIES ('format-version'='2', "
               f"'write.delete.mode'='{delete_mode}')")
     start = DAY + timedelta(hours=23, minutes=40)
