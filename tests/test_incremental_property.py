@@ -1,5 +1,6 @@
 """Random interleavings of ingests (with duplicates and late trades) and runs of random
-levels always end, after a final run, equal to a full rebuild; a killed run converges too."""
+levels always end, after a final run, equal to the independent oracle (tests/oracle.py);
+a run killed mid-way converges too."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from rollup.adapters import TRADES_SCHEMA
 from rollup.ingest import ingest_file
 from rollup.runner import run_cascade, run_level
-from tests.helpers import append_trades, assert_exact
+from tests.helpers import append_trades, assert_exact, snapshot_ids
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -67,7 +68,7 @@ def write_batch(rows: list[tuple], path: Path) -> Path:  # type: ignore[type-arg
 @settings(max_examples=3, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations)
-def test_interleavings_converge_to_full_rebuild(tables, tmp_path, ops) -> None:  # type: ignore[no-untyped-def]
+def test_interleavings_converge_to_the_oracle(tables, tmp_path, ops) -> None:  # type: ignore[no-untyped-def]
     from pyspark.sql import functions as F
 
     # Each example starts from empty tables of its own.
@@ -96,9 +97,12 @@ def test_interleavings_converge_to_full_rebuild(tables, tmp_path, ops) -> None: 
 
 
 def test_killed_run_converges(tables, warehouse) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL after 1m committed and while 5m recomputes: the process dies mid-run (5m and
+    above unchanged), and the next run completes every level exactly."""
     rows = [("X", "BTC", i, BASE + timedelta(seconds=13 * i), Decimal(100 + i % 9), Decimal(1))
             for i in range(3000)]
     append_trades(tables, rows)
+    before = snapshot_ids(tables)
     env = {**os.environ, "ROLLUP_WAREHOUSE": str(warehouse)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rollup.cli", "--catalog", "rollup", "--namespace",
@@ -107,13 +111,21 @@ def test_killed_run_converges(tables, warehouse) -> None:  # type: ignore[no-unt
         start_new_session=True,
     )
     seen = []
+    killed = False
     assert proc.stdout is not None
     for line in proc.stdout:
         seen.append(line)
         if line.startswith("5m: recomputing"):  # 1m committed, 5m under way
             os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
             break
     proc.wait(timeout=120)
+    assert killed, f"the run ended before 5m started: {seen}"
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, seen)
     assert any(line.startswith("1m: wrote") for line in seen), seen
+    after = snapshot_ids(tables)
+    assert after["1m"] != before["1m"], "1m committed before the kill"
+    unchanged = {lv: after[lv] for lv in ("5m", "30m", "1h", "1d")}
+    assert unchanged == {lv: before[lv] for lv in unchanged}, "a level after 1m committed"
     run_cascade(tables)
     assert_exact(tables)
