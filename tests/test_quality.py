@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rollup.quality import CHECKS, CheckResult, Freshness, check_freshness
+from rollup.quality import CHECKS, NAMES, CheckResult, Freshness, check_name, freshness_result
 
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
@@ -39,17 +39,17 @@ def test_freshness_lags_are_data_time_and_never_negative() -> None:
 def test_freshness_passes_without_limits_and_fails_past_them() -> None:
     info = _fresh(newest_trade=T0 + timedelta(minutes=30), pending=True)
     now = T0 + timedelta(days=400)
-    assert check_freshness(info, max_age=None, max_lag=None, now=now).passed
-    lag = check_freshness(info, max_age=None, max_lag=timedelta(minutes=15), now=now)
+    assert freshness_result(info, max_age=None, max_lag=None, now=now).passed
+    lag = freshness_result(info, max_age=None, max_lag=timedelta(minutes=15), now=now)
     assert (lag.passed, lag.violations) == (False, 1)
     assert "lag behind trades over 15m" in lag.detail and "pending input: yes" in lag.detail
-    age = check_freshness(info, max_age=timedelta(days=1), max_lag=None, now=now)
+    age = freshness_result(info, max_age=timedelta(days=1), max_lag=None, now=now)
     assert not age.passed and "age 400d" in age.detail
-    young = check_freshness(info, max_age=timedelta(days=1), max_lag=None,
+    young = freshness_result(info, max_age=timedelta(days=1), max_lag=None,
                             now=T0 + timedelta(hours=3))
     assert young.passed
     never_ran = _fresh(consumed=None, reflected=None)
-    assert not check_freshness(never_ran, max_age=timedelta(days=1), max_lag=None, now=now).passed
+    assert not freshness_result(never_ran, max_age=timedelta(days=1), max_lag=None, now=now).passed
 
 
 def test_check_result_json_names_keys_in_utc() -> None:
@@ -61,21 +61,29 @@ def test_check_result_json_names_keys_in_utc() -> None:
     }
 
 
+def test_checks_are_functions_named_after_what_they_check() -> None:
+    from rollup.errors import InputError
+    from rollup.quality import run_checks
+
+    assert NAMES == ("price", "vwap", "volume", "alignment", "unique", "reconcile", "freshness")
+    assert [check_name(c) for c in CHECKS] == list(NAMES) and all(map(callable, CHECKS))
+    with pytest.raises(InputError, match="unknown check 'ohlc': expected one of price, vwap"):
+        run_checks(None, checks=("ohlc",))  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------------------------
 # Spark helpers
 
 
 def append_trades(tables: Any, arrow: Any) -> None:
     """Append a trades-frame pyarrow table to the trades table (bypassing ingest)."""
-    from pyspark.sql import functions as F
+    from rollup.bar import FEED_NAMES, TRADE_COLUMNS
+    from rollup.schema import spark_schema
 
-    df = tables.spark.createDataFrame(arrow.to_pandas())
-    df.select(
-        "exchange", "symbol", "trade_id", F.col("ts").cast("timestamp").alias("ts"),
-        F.col("price").cast("decimal(18,8)").alias("price"),
-        F.col("quantity").cast("decimal(20,8)").alias("quantity"), "side",
-        F.current_timestamp().alias("ingested_at"), F.lit(None).cast("string").alias("trade_ref"),
-    ).writeTo(tables.trades).append()
+    stamps = (None,) * (len(TRADE_COLUMNS) - len(FEED_NAMES))  # ingested_at, trade_ref
+    rows = [(*[r[n] for n in FEED_NAMES], *stamps) for r in arrow.to_pylist()]
+    tables.spark.createDataFrame(rows, spark_schema(TRADE_COLUMNS)).writeTo(
+        tables.trades).append()
 
 
 def new_tables(spark: Any, dag: Any = None) -> Any:
@@ -172,7 +180,7 @@ def test_clean_cascade_passes_every_check(clean: Any) -> None:
 
     results = run_checks(clean)
     assert [(r.timeframe, r.check) for r in results] == [
-        (tf, check) for tf in ("1m", "5m", "30m", "1h", "1d") for check in CHECKS]
+        (tf, check) for tf in ("1m", "5m", "30m", "1h", "1d") for check in NAMES]
     assert failing(results) == {}
     assert all(r.violations == 0 and r.samples == () for r in results)
     reconcile = [r for r in results if r.check == "reconcile"]
@@ -282,8 +290,89 @@ def test_check_command_json(
     code = main([*common, "check", "--json", "--strict", "--timeframe", "30m"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert [r["check"] for r in out] == list(CHECKS)
+    assert [r["check"] for r in out] == list(NAMES)
     assert all(r["passed"] and r["timeframe"] == "30m" for r in out)
     assert main([*common, "check", "--timeframe", "7x"]) == 2
     assert main([*common, "check", "--max-age", "soon"]) == 2
     assert "invalid max age 'soon'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Each check can fail: a table damaged for one check fails exactly that check
+
+
+TICK = Decimal("0.00000001")
+Rows = list[dict[str, Any]]
+
+
+def _duplicate(rows: Rows) -> Rows:
+    return [*rows, dict(rows[0])]
+
+
+def _changed(**change: Any) -> Any:
+    def damage(rows: Rows) -> Rows:
+        first = dict(rows[0])
+        first.update({k: f(first) for k, f in change.items()})
+        return [first, *rows[1:]]
+    return damage
+
+
+# check -> (damage of the 1d bars, also done to their 1m children (so the bar still equals
+# the combination of its children), extra run_checks arguments)
+DAMAGE: dict[str, tuple[Any, bool, dict[str, Any]]] = {
+    "price": (_changed(open=lambda r: r["high"] + TICK), True, {}),
+    "vwap": (_changed(vwap=lambda r: r["high"] + TICK), False, {}),
+    "volume": (_changed(trade_count=lambda r: 0), True, {}),
+    "alignment": (_changed(window_date=lambda r: r["window_date"] + timedelta(days=1)), False,
+                  {}),
+    "unique": (_duplicate, False, {}),
+    "reconcile": (_changed(trade_count=lambda r: r["trade_count"] + 1), False, {}),
+    "freshness": (None, False, {"max_age": timedelta(days=1),
+                                "now": datetime(2024, 2, 1, tzinfo=UTC)}),
+}
+
+
+@pytest.mark.spark
+def test_each_check_fails_alone_on_a_table_damaged_for_it(spark: Any) -> None:
+    """On a 1m -> 1d DAG whose 1d bars each have one child, every check in CHECKS has a
+    damage that makes exactly that check fail on 1d (a new check needs one in DAMAGE)."""
+    from rollup.quality import run_checks
+    from rollup.runner import run_cascade
+    from rollup.timeframes import Dag
+    from tests.helpers import append_trades as append_rows
+
+    tables = new_tables(spark, Dag.from_spec({"1m": None, "1d": "1m"}))
+    at = T0.replace(hour=10)
+    append_rows(tables, [
+        (ex, sym, i, at + timedelta(seconds=10 * i), Decimal(100 + i % 3), Decimal(i))
+        for i in range(1, 4) for ex, sym in (("X", "AAA"), ("X", "BBB"))])
+    run_cascade(tables)
+
+    def stored(level: str) -> Rows:
+        return [r.asDict() for r in spark.table(tables.bars(level)).orderBy(
+            "exchange", "symbol", "window_start").collect()]
+
+    def write(level: str, rows: Rows) -> None:
+        schema = spark.table(tables.bars(level)).schema
+        spark.createDataFrame([tuple(r[f.name] for f in schema.fields) for r in rows],
+                              schema).writeTo(tables.bars(level)).overwritePartitions()
+
+    original = {level: stored(level) for level in ("1m", "1d")}
+    assert len(original["1d"]) == len(original["1m"]) == 2  # one child per 1d bar
+    assert [r.check for r in run_checks(tables, ["1d"]) if not r.passed] == []
+    for check in CHECKS:
+        name = check_name(check)
+        damage, to_children, options = DAMAGE[name]
+        damaged = [] if damage is None else ["1d", "1m"] if to_children else ["1d"]
+        for level in damaged:
+            write(level, damage(original[level]))
+        failed = [r for r in run_checks(tables, ["1d"], **options) if not r.passed]
+        assert [r.check for r in failed] == [name], name
+        assert failed[0].violations >= 1, name
+        if name != "freshness":
+            first = original["1d"][0]
+            assert failed[0].samples == (
+                (first["exchange"], first["symbol"], first["window_start"].replace(
+                    tzinfo=UTC)),), name
+        for level in damaged:
+            write(level, original[level])

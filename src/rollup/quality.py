@@ -1,10 +1,12 @@
 """Data quality: invariant checks per timeframe, each a Spark aggregation over the whole table.
 
-Checks (see docs/quality.md): `price`, `vwap`, `volume`, `alignment`, `unique`, `reconcile`
-and `freshness`. Every check returns a `CheckResult` with the number of violations and up to
-ten offending keys (exchange, symbol, window_start). Nothing collects a table to the driver:
-each check is one aggregation, plus one small `limit(10)` query for the samples of a failed
-check.
+The checks (see docs/quality.md) are `CHECKS`, a tuple of functions of one signature:
+`check(context: CheckContext) -> CheckResult`, named `check_<name>` (`price`, `vwap`,
+`volume`, `alignment`, `unique`, `reconcile` and `freshness`). `run_checks` builds a context per
+level and applies them in that order. A result holds the number of violations and up to ten
+offending keys (exchange, symbol, window_start). Nothing collects a table to the driver: each
+check is one aggregation (the four row checks share one, counted once per context), plus one
+small `limit(10)` query for the samples of a failed check.
 
 Zero-volume bars are legitimate: rollup keeps zero-quantity trades (real feeds have them), so a
 bar whose trades all had quantity 0 has volume 0, quote_volume 0 and a null vwap. The `volume`
@@ -14,7 +16,7 @@ check therefore asks volume >= 0 and trade_count > 0, and the `vwap` check asks 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -23,16 +25,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from rollup import state
-from rollup.bar import KEY_COLUMNS
+from rollup.bar import COMBINED_COLUMNS, KEY_COLUMNS
 from rollup.plans import Rollup, window_start_micros
 from rollup.retention import combine_horizon, retained_from
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
 from rollup.times import from_spark, iso, parse_instant
 
-ROW_CHECKS = ("price", "vwap", "volume", "alignment")
-CHECKS = (*ROW_CHECKS, "unique", "reconcile", "freshness")
-RECONCILED = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count")
+RECONCILED = COMBINED_COLUMNS
 SAMPLES = 10
 _MICROS_PER_DAY = 86_400_000_000
 
@@ -125,29 +125,75 @@ def _samples(df: DataFrame) -> tuple[Key, ...]:
     return tuple((r.exchange, r.symbol, from_spark(r.window_start)) for r in rows)
 
 
-def check_rows(bars: DataFrame, level: Level) -> list[CheckResult]:
-    """The four row invariants of one level in one aggregation."""
-    flags = row_violations(level.timeframe)
-    counts = bars.agg(*[F.count_if(flag).alias(name) for name, flag in flags.items()]).first()
-    out = []
-    for name, flag in flags.items():
-        n = int(counts[name] or 0) if counts is not None else 0
-        out.append(CheckResult(
-            level.name, name, n == 0, n,
-            _samples(bars.where(flag)) if n else (),
-            _ROW_DETAIL[name].format(tf=level.name),
-        ))
-    return out
+@attrs.frozen
+class CheckContext:
+    """What every check of one level looks at: its bars (from `since`, when given), the
+    tables, and the limits and clock of the freshness check."""
+
+    tables: Tables = attrs.field(eq=False, repr=False)
+    level: Level
+    bars: DataFrame = attrs.field(eq=False, repr=False)
+    since: datetime | None = None
+    freshness: Freshness | None = None
+    """The level's freshness (`freshness`); computed by the check when None."""
+    max_age: timedelta | None = None
+    max_lag: timedelta | None = None
+    now: datetime = attrs.field(factory=lambda: datetime.now(UTC))
+    _row_counts: dict[str, int] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    def row_count(self, name: str) -> int:
+        """Bars breaking row invariant `name`; the first call counts every row invariant in
+        one aggregation."""
+        if not self._row_counts:
+            flags = row_violations(self.level.timeframe)
+            counts = self.bars.agg(*[F.count_if(flag).alias(n) for n, flag in flags.items()]
+                                   ).first()
+            self._row_counts.update(
+                {n: int(counts[n] or 0) if counts is not None else 0 for n in flags})
+        return self._row_counts[name]
 
 
-def check_unique(bars: DataFrame, level: Level) -> CheckResult:
+Check = Callable[[CheckContext], CheckResult]
+"""A quality check: one level's context in, one result out."""
+
+
+def _row_check(ctx: CheckContext, name: str) -> CheckResult:
+    n = ctx.row_count(name)
+    flag = row_violations(ctx.level.timeframe)[name]
+    return CheckResult(ctx.level.name, name, n == 0, n,
+                       _samples(ctx.bars.where(flag)) if n else (),
+                       _ROW_DETAIL[name].format(tf=ctx.level.name))
+
+
+def check_price(ctx: CheckContext) -> CheckResult:
+    """high >= max(open, close) and low <= min(open, close)."""
+    return _row_check(ctx, "price")
+
+
+def check_vwap(ctx: CheckContext) -> CheckResult:
+    """low <= vwap <= high when volume > 0, else vwap null."""
+    return _row_check(ctx, "vwap")
+
+
+def check_volume(ctx: CheckContext) -> CheckResult:
+    """volume >= 0, quote_volume >= 0 and trade_count > 0."""
+    return _row_check(ctx, "volume")
+
+
+def check_alignment(ctx: CheckContext) -> CheckResult:
+    """Window length, grid and date."""
+    return _row_check(ctx, "alignment")
+
+
+def check_unique(ctx: CheckContext) -> CheckResult:
     """One bar per (exchange, symbol, window_start)."""
-    dupes = bars.groupBy(*KEY_COLUMNS).agg(F.count(F.lit(1)).alias("n")).where(F.col("n") > 1)
+    dupes = ctx.bars.groupBy(*KEY_COLUMNS).agg(F.count(F.lit(1)).alias("n")).where(
+        F.col("n") > 1)
     row = dupes.agg(F.count(F.lit(1)).alias("keys"), F.sum("n").alias("rows")).first()
     keys = int(row["keys"] or 0) if row is not None else 0
     rows = int(row["rows"] or 0) if row is not None else 0
     detail = f"{keys} keys held by {rows} rows" if keys else "one bar per key"
-    return CheckResult(level.name, "unique", keys == 0, keys,
+    return CheckResult(ctx.level.name, "unique", keys == 0, keys,
                        _samples(dupes) if keys else (), detail)
 
 
@@ -205,9 +251,7 @@ def _matches(prefix: str) -> Column:
     return cond
 
 
-def check_reconcile(
-    tables: Tables, level: Level, bars: DataFrame, since: datetime | None
-) -> CheckResult:
+def check_reconcile(ctx: CheckContext) -> CheckResult:
     """Every bar equals the combination of its children; no child lacks its bar.
 
     While the level has parent changes still to consume, a bar may equal the combination of
@@ -216,10 +260,11 @@ def check_reconcile(
     freshness check reports pending input. Windows before the retention horizon (whose
     children were deleted) are not compared.
     """
+    tables, level, since = ctx.tables, ctx.level, ctx.since
     spark = tables.spark
     bounds = [b for b in (check_horizon(tables, level), since) if b is not None]
     bound = max(bounds) if bounds else None
-    actual = bars
+    actual = ctx.bars
     if bound is not None:
         bound = level.timeframe.floor(bound)
         if since is not None and bound < since:  # a window straddling `since`: skip it
@@ -347,10 +392,16 @@ def _duration(value: timedelta | None) -> str:
     return f"{seconds // 86_400}d"
 
 
-def check_freshness(
+def check_freshness(ctx: CheckContext) -> CheckResult:
+    """Lag behind the parent and the newest trade; fails only past the configured limits."""
+    info = ctx.freshness or freshness(ctx.tables, [ctx.level])[ctx.level.name]
+    return freshness_result(info, max_age=ctx.max_age, max_lag=ctx.max_lag, now=ctx.now)
+
+
+def freshness_result(
     info: Freshness, *, max_age: timedelta | None, max_lag: timedelta | None, now: datetime
 ) -> CheckResult:
-    """Lag behind the parent and the newest trade; fails only past the configured limits."""
+    """The freshness check's verdict on a level's `Freshness` against the limits at `now`."""
     problems = []
     if max_lag is not None and (info.lag_trades is None or info.lag_trades > max_lag):
         problems.append(f"lag behind trades over {_duration(max_lag)}")
@@ -370,6 +421,21 @@ def check_freshness(
 # Entry point
 
 
+CHECKS: tuple[Check, ...] = (
+    check_price, check_vwap, check_volume, check_alignment, check_unique, check_reconcile,
+    check_freshness,
+)
+"""Every check, in the order `run_checks` reports them."""
+
+
+def check_name(check: Check) -> str:
+    """A check's name: its function's name without `check_` (e.g. 'price')."""
+    return check.__name__.removeprefix("check_")
+
+
+NAMES: tuple[str, ...] = tuple(check_name(c) for c in CHECKS)
+
+
 def run_checks(
     tables: Tables,
     timeframes: Sequence[str] | None = None,
@@ -378,7 +444,7 @@ def run_checks(
     *,
     max_lag: timedelta | None = None,
     now: datetime | None = None,
-    checks: Sequence[str] = CHECKS,
+    checks: Sequence[str] = NAMES,
 ) -> list[CheckResult]:
     """Run the quality checks on the given timeframes (default all), in DAG order.
 
@@ -390,7 +456,7 @@ def run_checks(
             against the wall clock (`now`); None (default) never looks at the wall clock.
         max_lag: fail freshness when a level is this far behind the newest trade.
         now: the wall clock for `max_age` (default: now, UTC).
-        checks: a subset of CHECKS to run.
+        checks: names of the checks to run (a subset of NAMES).
 
     Raises:
         TimeframeError: an unknown timeframe.
@@ -398,28 +464,23 @@ def run_checks(
     """
     from rollup.errors import InputError
 
-    unknown = [c for c in checks if c not in CHECKS]
+    unknown = [c for c in checks if c not in NAMES]
     if unknown:
-        raise InputError(f"unknown check {unknown[0]!r}: expected one of {', '.join(CHECKS)}")
+        raise InputError(f"unknown check {unknown[0]!r}: expected one of {', '.join(NAMES)}")
     start = parse_instant(since, "since") if since is not None else None
     clock = _aware(now) if now is not None else datetime.now(UTC)
     chosen = {tables.dag.level(tf).name for tf in timeframes} if timeframes else None
     levels = [lv for lv in tables.dag.order() if chosen is None or lv.name in chosen]
-    fresh = freshness(tables, levels) if "freshness" in checks else {}
+    selected = [c for c in CHECKS if check_name(c) in checks]
+    fresh = freshness(tables, levels) if check_freshness in selected else {}
     results: list[CheckResult] = []
     for level in levels:
         bars = tables.read_bars(level)
         if start is not None:
             bars = bars.where(F.col("window_start") >= F.lit(start))
-        if any(c in checks for c in ROW_CHECKS):
-            results += [r for r in check_rows(bars, level) if r.check in checks]
-        if "unique" in checks:
-            results.append(check_unique(bars, level))
-        if "reconcile" in checks:
-            results.append(check_reconcile(tables, level, tables.read_bars(level), start))
-        if "freshness" in checks:
-            results.append(check_freshness(fresh[level.name], max_age=max_age,
-                                           max_lag=max_lag, now=clock))
+        context = CheckContext(tables, level, bars, start, fresh.get(level.name), max_age,
+                               max_lag, clock)
+        results += [check(context) for check in selected]
     return results
 
 
