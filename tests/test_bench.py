@@ -11,17 +11,11 @@ import json
 import attrs
 import pytest
 
-from rollup.bench import (
-    GOALS,
-    BenchConfig,
-    BenchReport,
-    IncrementalResult,
-    ScalePoint,
-    Timing,
-    linear_fit,
-    parse_count,
-)
+from rollup.bench_common import BenchConfig, Timing, parse_count
+from rollup.bench_incremental import IncrementalResult
 from rollup.bench_ingest import IngestResult
+from rollup.bench_plan import ScalePoint, linear_fit
+from rollup.bench_report import GOALS, BenchReport
 from rollup.errors import ConfigError
 
 RATIOS = ("cascade_over_1m", "direct_over_cascade", "spark_over_duckdb",
@@ -53,6 +47,9 @@ def test_parse_count_rejects_with_one_line(text: str) -> None:
 def test_config_validates_values() -> None:
     with pytest.raises(ConfigError, match="repeats must be an integer >= 1"):
         BenchConfig(repeats=0)
+    with pytest.raises(ConfigError, match="warmups must be an integer >= 0, got -1"):
+        BenchConfig(warmups=-1)
+    assert BenchConfig.quick().warmups == 0 and BenchConfig().warmups == 4
     with pytest.raises(ConfigError, match="sizes must name at least one"):
         BenchConfig(sizes=())
     with pytest.raises(ConfigError, match="history_days"):
@@ -315,11 +312,12 @@ def test_quick_bench_run_prints_a_table_and_one_json_line(
                 "ordinary_after_scattered_s"):
         assert isinstance(result[key], float) and result[key] > 0, key
     text = "\n".join(out[:-1])
+    rows = f"{BenchConfig.quick().ingest_rows:,}"
     for label in ("1m (Spark)", "cascade 1m..1d (Spark)", "direct, 5 levels (Spark)",
                   "1m (DuckDB)", "incremental 1d", "incremental 2d", "scaling (cascade)",
-                  "scattered late 2d", "ordinary after scattered", "ingest CSV 3,000",
-                  "ingest Parquet 3,000", "ingest late 1d", "ingest late 2d",
-                  "csv_rows_per_s", "parquet_rows_per_s"):
+                  "scattered late 2d", "ordinary after scattered", f"ingest CSV {rows}",
+                  f"ingest Parquet {rows}", "ingest late 1d", "ingest late 2d",
+                  "csv_rows_per_s", "parquet_rows_per_s", "fit: cascade ="):
         assert label in text, label
     # the scratch namespaces of the incremental figure are dropped again
     names = {r.namespace for r in spark.sql("SHOW NAMESPACES IN rollup").collect()}

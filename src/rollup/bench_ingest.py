@@ -1,7 +1,8 @@
 """The issue-14 figures of `rollup bench`: ingest throughput and its cost as history grows.
 
 On the bench's SparkSession, after one small untimed ingest of each format (so the session is
-warm), `measure_ingest` times `rollup.ingest.ingest_file`:
+warm; none when `BenchConfig.warmups` is 0), `measure_ingest` times
+`rollup.ingest.ingest_file`:
 
 1. ``csv``: a file of `BenchConfig.ingest_rows` trades of one UTC day and
    `BenchConfig.symbols` symbols as CSV text (ISO-8601 ``ts``, decimal text prices and
@@ -14,7 +15,8 @@ warm), `measure_ingest` times `rollup.ingest.ingest_file`:
    `BenchConfig.history_days` (`BenchConfig.history_per_day` trades a day, appended straight
    to Iceberg from Parquet, not through ingest). After each timed ingest every table of the
    namespace is rolled back to its snapshot before it, so each repeat meets the same history;
-   repeats alternate between the two histories.
+   repeats alternate between the two histories, after one untimed round into each (none when
+   `BenchConfig.warmups` is 0).
 
 Every timed ingest into an empty table runs in a fresh namespace (dropped right after unless
 `keep`). Each figure is the median of `BenchConfig.repeats` timings, and every timed ingest is
@@ -24,20 +26,27 @@ skipped or quarantined rows would not measure ingest.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from rollup.bench import (
+from rollup.bench_common import (
     BenchConfig,
+    Clock,
     Progress,
     Timing,
-    _append_trades,
-    _Clock,
-    _drop_namespace,
-    write_trades,
+    Timings,
+    append_trades,
+    drop_namespace,
+    fresh_tables,
+    over,
+    timing_row,
+    write_history,
 )
 from rollup.identifiers import check_identifier, qualified
 
@@ -54,7 +63,6 @@ WARMUP_ROWS = 20_000
 """Rows of the untimed warm-up ingest of each format (at most `BenchConfig.ingest_rows`)."""
 LATE_IDS = 10**12
 """Added to the late batch's trade ids: far above the synthetic history's, so all are new."""
-_EPOCH = date(1970, 1, 1)
 
 
 @attrs.frozen
@@ -70,7 +78,6 @@ class IngestResult:
     """The late batch's ingest per history size in days (short, then long)."""
     all_rows: bool
     """Every timed ingest stored every row of its file (none quarantined or skipped)."""
-    warmup_seconds: float = 0.0
 
     @property
     def csv_rows_per_s(self) -> float:
@@ -80,18 +87,14 @@ class IngestResult:
     def parquet_rows_per_s(self) -> float:
         return self.rows / self.parquet.seconds
 
-    def _over(self, cpu: bool) -> float | None:
-        short, long = sorted(self.late)
-        a = self.late[long].cpu_seconds if cpu else self.late[long].seconds
-        b = self.late[short].cpu_seconds if cpu else self.late[short].seconds
-        return None if a is None or b is None or b == 0 else a / b
-
     def late_over(self) -> float | None:
         """Ingest time of the late batch into the long history over the short one."""
-        return self._over(cpu=False)
+        short, long = sorted(self.late)
+        return over(self.late[long].seconds, self.late[short].seconds)
 
     def late_over_cpu(self) -> float | None:
-        return self._over(cpu=True)
+        short, long = sorted(self.late)
+        return over(self.late[long].cpu_seconds, self.late[short].cpu_seconds)
 
     def as_json(self) -> dict[str, Any]:
         """The JSON-line keys besides the rates and the ratio (see `BenchReport.json_line`)."""
@@ -110,13 +113,7 @@ class IngestResult:
 
     def lines(self) -> list[str]:
         """The rows of the printed table."""
-        def row(label: str, timing: Timing, note: str) -> str:
-            cpu = timing.cpu_seconds
-            per = timing.seconds / timing.trades * 1e9 if timing.trades else None
-            return (f"{label:<28}{timing.seconds:>10.3f}"
-                    f"{'-' if cpu is None else f'{cpu:.3f}':>10}"
-                    f"{'-' if per is None else f'{per:.0f}':>10}   {note}")
-
+        row = timing_row
         out = [row(f"ingest CSV {self.rows:,}", self.csv,
                    f"{self.csv_rows_per_s:,.0f} rows/s into an empty table"),
                row(f"ingest Parquet {self.rows:,}", self.parquet,
@@ -204,139 +201,157 @@ def _restore(tables: Tables, before: dict[str, int | None]) -> None:
                       f"'{tables.namespace}.{name}', {int(before[name] or 0)})")
 
 
-def _fresh(spark: SparkSession, catalog: str, namespace: str) -> Tables:
-    from rollup.tables import Tables
-
-    tables = Tables(spark, catalog, namespace)
-    tables.create_all()
-    return tables
+@contextmanager
+def _scratch(spark: SparkSession, catalog: str, namespace: str, keep: bool
+             ) -> Iterator[Tables]:
+    """Fresh tables in `namespace`, dropped afterwards unless `keep`."""
+    ns = check_identifier(namespace, "namespace")
+    try:
+        yield fresh_tables(spark, catalog, ns)
+    finally:
+        if not keep:
+            drop_namespace(spark, catalog, ns)
 
 
 # -- the run -------------------------------------------------------------------------------
 
 
-def _timed_ingest(clock: _Clock, tables: Tables, path: Path,
-                  reports: list[IngestReport]) -> tuple[float, float | None]:
+@attrs.frozen
+class _Figure:
+    """One timed ingest figure: its file, the rows it must store and where it goes in."""
+
+    name: str
+    path: Path
+    rows: int
+    target: Callable[[int], AbstractContextManager[Tables]]
+    """The tables to ingest into in a round (-1 for the untimed one), set back afterwards."""
+
+
+def _ingest(tables: Tables, path: Path, reports: list[IngestReport]) -> None:
     from rollup.ingest import ingest_file
 
-    return clock.measure(lambda: reports.append(ingest_file(tables, path)))
+    reports.append(ingest_file(tables, path))
+
+
+def _rounds(clock: Clock, figures: list[_Figure], repeats: int, warm: bool,
+            say: Progress) -> tuple[dict[str, Timing], bool]:
+    """Time every figure `repeats` times, round-robin, after one untimed round if `warm`;
+    also whether every timed ingest stored every row of its file."""
+    measured, complete = Timings(), True
+    for repeat in range(-1 if warm else 0, repeats):
+        for figure in figures:
+            reports: list[IngestReport] = []
+            with figure.target(repeat) as tables:
+                wall, cpu = clock.measure(functools.partial(_ingest, tables, figure.path,
+                                                            reports))
+            if repeat < 0:
+                continue
+            complete &= reports[0].ingested == figure.rows
+            measured.add(figure.name, wall, cpu)
+            say(f"  {figure.name}, round {repeat + 1}: {wall:.2f}s, "
+                f"{figure.rows / wall:,.0f} rows/s ({reports[0].describe()})")
+    return ({f.name: measured.timing(f.name, f.name, f.rows) for f in figures}, complete)
+
+
+def _warm_up(spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, work: Path,
+             keep: bool, say: Progress) -> None:
+    """One small untimed ingest of each format into a fresh namespace."""
+    from rollup.ingest import ingest_file
+
+    rows = min(config.ingest_rows, WARMUP_ROWS)
+    warm = ingest_trades(rows, config.symbols, seed=1)
+    say(f"ingest: untimed warm-up, {rows:,} rows of each format ...")
+    for number, path in enumerate([write_csv(warm, work / "ingest_warm.csv"),
+                                   write_parquet(warm, work / "ingest_warm_parquet")]):
+        with _scratch(spark, catalog, f"{prefix}_ingest_warm{number}", keep) as tables:
+            ingest_file(tables, path)
 
 
 def _empty_table_figures(
-    spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, clock: _Clock,
-    files: dict[str, Path], keep: bool, say: Progress,
+    spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, clock: Clock,
+    work: Path, keep: bool, say: Progress,
 ) -> tuple[dict[str, Timing], bool]:
-    """Each format's file into an empty trades table (a fresh namespace), round-robin."""
-    walls: dict[str, list[float]] = {kind: [] for kind in files}
-    cpus: dict[str, list[float | None]] = {kind: [] for kind in files}
-    complete = True
-    for repeat in range(config.repeats):
-        for kind, path in files.items():
-            ns = check_identifier(f"{prefix}_ingest_{kind}{repeat}", "namespace")
-            try:
-                tables = _fresh(spark, catalog, ns)
-                reports: list[IngestReport] = []
-                wall, cpu = _timed_ingest(clock, tables, path, reports)
-                complete &= reports[0].ingested == config.ingest_rows
-                walls[kind].append(wall)
-                cpus[kind].append(cpu)
-                say(f"  {kind}, round {repeat + 1}: {wall:.2f}s, "
-                    f"{config.ingest_rows / wall:,.0f} rows/s ({reports[0].describe()})")
-            finally:
-                if not keep:
-                    _drop_namespace(spark, catalog, ns)
-    return ({kind: Timing(f"ingest {kind}", tuple(walls[kind]), tuple(cpus[kind]),
-                          config.ingest_rows) for kind in files}, complete)
-
-
-def _late_figures(
-    spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, clock: _Clock,
-    work: Path, keep: bool, say: Progress,
-) -> tuple[dict[int, Timing], bool]:
-    """The late batch into each history, rolled back after every ingest, round-robin."""
-    long = max(config.history_days)
-    say(f"ingest: writing {long} day(s) of history, {config.history_per_day:,} trades a day ...")
-    history: list[tuple[date, list[Path]]] = []
-    for offset in range(long):  # the histories end on INGEST_DAY; a day's trades are the same
-        day = INGEST_DAY - timedelta(days=long - 1 - offset)
-        history.append((day, write_trades(
-            work / "ingest_history" / f"{day:%Y%m%d}", config.history_per_day, config.symbols,
-            config.rows_per_file, day=day, seed=(day - _EPOCH).days)))
-    late = work / "ingest_late.csv"
-    write_csv(ingest_trades(config.late_batch, config.symbols, seed=14, id_offset=LATE_IDS),
-              late)
-    histories: dict[int, tuple[Tables, dict[str, int | None]]] = {}
-    names = [check_identifier(f"{prefix}_ingest_h{days}d", "namespace")
-             for days in config.history_days]
-    try:
-        for days, ns in zip(config.history_days, names, strict=True):
-            say(f"ingest: loading {days} day(s) of history into {ns} ...")
-            tables = _fresh(spark, catalog, ns)
-            for _, day_files in history[-days:]:  # one append (one snapshot) per day
-                _append_trades(tables, day_files)
-            histories[days] = (tables, _positions(tables))
-        walls: dict[int, list[float]] = {days: [] for days in histories}
-        cpus: dict[int, list[float | None]] = {days: [] for days in histories}
-        complete = True
-        say(f"ingest: the late batch of {config.late_batch:,} trades, one untimed and "
-            f"{config.repeats} timed round(s) into each history ...")
-        for repeat in range(-1, config.repeats):  # round -1 warms the tables' first reads
-            for days, (tables, before) in histories.items():
-                reports: list[IngestReport] = []
-                wall, cpu = _timed_ingest(clock, tables, late, reports)
-                _restore(tables, before)
-                if repeat < 0:
-                    continue
-                complete &= reports[0].ingested == config.late_batch
-                walls[days].append(wall)
-                cpus[days].append(cpu)
-                say(f"  late batch into {days}d, round {repeat + 1}: {wall:.2f}s "
-                    f"({reports[0].describe()})")
-    finally:
-        if not keep:
-            for ns in names:
-                _drop_namespace(spark, catalog, ns)
-    return ({days: Timing(f"ingest late {days}d", tuple(walls[days]), tuple(cpus[days]),
-                          config.late_batch) for days in histories}, complete)
-
-
-def measure_ingest(
-    spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, clock: _Clock,
-    work: Path, keep: bool, say: Progress,
-) -> IngestResult:
-    """Every ingest figure (see the module docstring); scratch namespaces start with
-    `prefix`_ingest_ and are dropped unless `keep`."""
-    import time
-
-    from rollup.ingest import ingest_file
-
+    """Each format's file into an empty trades table (a fresh namespace a round)."""
     rows = config.ingest_rows
     say(f"ingest: writing {rows:,} trades as CSV and as Parquet ...")
     trades = ingest_trades(rows, config.symbols)
     files = {"csv": write_csv(trades, work / "ingest.csv"),
              "parquet": write_parquet(trades, work / "ingest_parquet")}
     del trades
-    warm_rows = min(rows, WARMUP_ROWS)
-    warm = ingest_trades(warm_rows, config.symbols, seed=1)
-    warm_files: list[Path] = [write_csv(warm, work / "ingest_warm.csv"),
-                              write_parquet(warm, work / "ingest_warm_parquet")]
-    warm_ns = check_identifier(f"{prefix}_ingest_warm", "namespace")
-    say(f"ingest: untimed warm-up, {warm_rows:,} rows of each format ...")
-    began = time.perf_counter()
-    try:
-        for number, path in enumerate(warm_files):
-            ingest_file(_fresh(spark, catalog, f"{warm_ns}{number}"), path)
-    finally:
-        if not keep:
-            for number in range(len(warm_files)):
-                _drop_namespace(spark, catalog, f"{warm_ns}{number}")
-    warmup = time.perf_counter() - began
     say(f"ingest: {rows:,} rows into an empty trades table, {config.repeats} round(s) of "
         f"CSV and Parquet ...")
-    empty, complete = _empty_table_figures(spark, catalog, prefix, config, clock, files, keep,
+
+    def empty(kind: str) -> Callable[[int], AbstractContextManager[Tables]]:
+        return lambda repeat: _scratch(spark, catalog, f"{prefix}_ingest_{kind}{repeat}", keep)
+
+    timings, complete = _rounds(clock, [_Figure(f"ingest {kind}", path, rows, empty(kind))
+                                        for kind, path in files.items()],
+                                config.repeats, warm=False, say=say)
+    return {kind: timings[f"ingest {kind}"] for kind in files}, complete
+
+
+def _late_figures(
+    spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, clock: Clock,
+    work: Path, keep: bool, say: Progress,
+) -> tuple[dict[int, Timing], bool]:
+    """The late batch into each history, rolled back after every ingest, round-robin."""
+    long = max(config.history_days)
+    say(f"ingest: writing {long} day(s) of history, {config.history_per_day:,} trades a day ...")
+    # the histories end on INGEST_DAY; the short one is the long one's last days
+    history = write_history(work / "ingest_history", INGEST_DAY - timedelta(days=long - 1),
+                            long, config)
+    late = work / "ingest_late.csv"
+    write_csv(ingest_trades(config.late_batch, config.symbols, seed=14, id_offset=LATE_IDS),
+              late)
+
+    def rolled_back(tables: Tables, before: dict[str, int | None]
+                    ) -> Callable[[int], AbstractContextManager[Tables]]:
+        @contextmanager
+        def target(_repeat: int) -> Iterator[Tables]:
+            try:
+                yield tables
+            finally:
+                _restore(tables, before)
+        return target
+
+    with _histories(spark, catalog, prefix, config, history, keep, say) as histories:
+        say(f"ingest: the late batch of {config.late_batch:,} trades, "
+            f"{config.repeats} timed round(s) into each history ...")
+        figures = [_Figure(f"ingest late {days}d", late, config.late_batch,
+                           rolled_back(tables, before))
+                   for days, (tables, before) in histories.items()]
+        timings, complete = _rounds(clock, figures, config.repeats, config.warmups > 0, say)
+    return {days: timings[f"ingest late {days}d"] for days in histories}, complete
+
+
+@contextmanager
+def _histories(spark: SparkSession, catalog: str, prefix: str, config: BenchConfig,
+               history: list[tuple[date, list[Path]]], keep: bool, say: Progress,
+               ) -> Iterator[dict[int, tuple[Tables, dict[str, int | None]]]]:
+    """Per history size: tables holding its last days of `history` (one commit a day) and
+    their snapshots; dropped afterwards unless `keep`."""
+    with ExitStack() as stack:
+        out = {}
+        for days in config.history_days:
+            tables = stack.enter_context(_scratch(spark, catalog, f"{prefix}_ingest_h{days}d",
+                                                  keep))
+            say(f"ingest: loading {days} day(s) of history into {tables.namespace} ...")
+            for _, day_files in history[-days:]:
+                append_trades(tables, day_files)
+            out[days] = (tables, _positions(tables))
+        yield out
+
+
+def measure_ingest(
+    spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, clock: Clock,
+    work: Path, keep: bool, say: Progress,
+) -> IngestResult:
+    """Every ingest figure (see the module docstring); scratch namespaces start with
+    `prefix`_ingest_ and are dropped unless `keep`."""
+    if config.warmups:
+        _warm_up(spark, catalog, prefix, config, work, keep, say)
+    empty, complete = _empty_table_figures(spark, catalog, prefix, config, clock, work, keep,
                                            say)
     late, late_complete = _late_figures(spark, catalog, prefix, config, clock, work, keep, say)
-    return IngestResult(rows, empty["csv"], empty["parquet"], config.late_batch,
-                        config.history_per_day, late, complete and late_complete, warmup)
-
-
+    return IngestResult(config.ingest_rows, empty["csv"], empty["parquet"], config.late_batch,
+                        config.history_per_day, late, complete and late_complete)

@@ -1,7 +1,7 @@
 """The issue-13 figure of `rollup bench`: a scattered late batch on a month of history.
 
-On the long incremental history of `rollup.bench` (30 days by default, warm session, levels up
-to date), `measure_scattered`
+On the long incremental history of `rollup.bench_incremental` (30 days by default, warm
+session, levels up to date), `measure_scattered`
 
 1. appends a sparse history of an illiquid symbol (`ILLIQUID`, a few trades a day) and runs
    the cascade untimed, so the scattered code paths are warm too;
@@ -28,16 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from rollup.bench import (
+from rollup.bar import COMBINED_COLUMNS
+from rollup.bench_common import (
     BenchConfig,
+    Clock,
     Progress,
     Timing,
-    _append_trades,
-    _Clock,
-    _cycle_trades,
-    _run_into,
+    append_trades,
     duckdb_connection,
+    timing_row,
 )
+from rollup.bench_incremental import cycle_trades, run_into
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -112,14 +113,11 @@ class ScatteredResult:
 
     def lines(self, ordinary: Timing | None) -> list[str]:
         """The rows of the printed table."""
-        cpu = self.cycle.cpu_seconds
         jvm, py = self.peak_mib.get("jvm"), self.peak_mib.get("python")
-        label = f"scattered late {self.history_days}d"
-        out = [f"{label:<28}{self.cycle.seconds:>10.3f}"
-               f"{'-' if cpu is None else f'{cpu:.3f}':>10}"
-               f"   {self.windows:,} 1m windows ({self.illiquid_windows:,} {ILLIQUID}), "
-               f"peak JVM {'-' if jvm is None else f'{jvm:,.0f}'} MiB, "
-               f"python {'-' if py is None else f'{py:,.0f}'} MiB"]
+        out = [timing_row(f"scattered late {self.history_days}d", self.cycle,
+                          f"{self.windows:,} 1m windows ({self.illiquid_windows:,} {ILLIQUID}), "
+                          f"peak JVM {'-' if jvm is None else f'{jvm:,.0f}'} MiB, "
+                          f"python {'-' if py is None else f'{py:,.0f}'} MiB", per_trade=False)]
         out.append("  per level: " + ", ".join(
             f"{name} {v['windows']:,} windows"
             + (f" / {v['partitions']} partitions" if v["partitions"] else "")
@@ -129,10 +127,8 @@ class ScatteredResult:
                    + (f"; first differences: {'; '.join(self.mismatches)}"
                       if self.mismatches else ""))
         if self.ordinary_after is not None:
-            after = self.ordinary_after
-            acpu = after.cpu_seconds
-            out.append(f"{'ordinary after scattered':<28}{after.seconds:>10.3f}"
-                       f"{'-' if acpu is None else f'{acpu:.3f}':>10}")
+            out.append(timing_row("ordinary after scattered", self.ordinary_after,
+                                  per_trade=False))
         if ordinary is not None:
             out.append(f"  scattered over ordinary cycle ({ordinary.seconds:.3f}s): "
                        f"{self.cycle.seconds / ordinary.seconds:.2f}")
@@ -255,7 +251,7 @@ GROUP BY t.exchange, t.symbol, t.start_us
 """Exact bars of the keyed windows, in DuckDB straight from the trades' Parquet files.
 `{unit}` is 'minute' or 'day' (a constant of this module); DuckDB runs in UTC."""
 
-Row = tuple[Any, ...]  # exchange, symbol, start micros, open .. trade_count, end micros, vwap
+Row = tuple[Any, ...]  # open .. trade_count, end micros, vwap (keyed by exchange, symbol, start)
 
 
 def _oracle(con: Any, files: Sequence[Path], keys: set[tuple[str, str, int]], unit: str,
@@ -291,8 +287,7 @@ def _stored(tables: Tables, level: str, keys: set[tuple[str, str, int]]
     bars = (tables.read_bars(level).where(F.col("window_date").isin(days))
             .withColumn("start_us", F.unix_micros("window_start"))
             .join(F.broadcast(wanted), ["exchange", "symbol", "start_us"], "left_semi")
-            .select("exchange", "symbol", "start_us", "open", "high", "low", "close", "volume",
-                    "quote_volume", "trade_count",
+            .select("exchange", "symbol", "start_us", *COMBINED_COLUMNS,
                     F.unix_micros("window_end").alias("end_us"), "vwap"))
     return {(r.exchange, r.symbol, int(r.start_us)):
             (r.open, r.high, r.low, r.close, r.volume, r.quote_volume, int(r.trade_count),
@@ -345,7 +340,7 @@ def check_exact(
 
 
 def measure_scattered(
-    tables: Tables, config: BenchConfig, clock: _Clock, work: Path, appended: Sequence[Path],
+    tables: Tables, config: BenchConfig, clock: Clock, work: Path, appended: Sequence[Path],
     first: date, days: int, progress: Progress, *, threads: int = 2,
 ) -> ScatteredResult:
     """Run the scattered late batch on `tables` (levels up to date with `days` days of history
@@ -354,10 +349,10 @@ def measure_scattered(
     progress(f"scattered: sparse history of {ILLIQUID} ({ILLIQUID_PER_DAY} trades a day), "
              "untimed cascade ...")
     sparse = _write(sparse_history(first, days), work / "scattered_sparse.parquet")
-    _append_trades(tables, [sparse])
+    append_trades(tables, [sparse])
     files.append(sparse)
     warm: list[Any] = []
-    warmup_seconds, _ = clock.measure(functools.partial(_run_into, tables, warm))
+    warmup_seconds, _ = clock.measure(functools.partial(run_into, tables, warm))
 
     late = scattered_trades(config.scattered_windows, first, days, config.symbols)
     path = _write(late, work / "scattered_late.parquet")
@@ -369,10 +364,10 @@ def measure_scattered(
     illiquid = sum(1 for s in late.column("symbol").to_pylist() if s == ILLIQUID)
     progress(f"scattered: {windows:,} late 1m windows over {days} day(s), "
              f"{len(symbols)} symbols; timed cascade ...")
-    _append_trades(tables, [path])
+    append_trades(tables, [path])
     results: list[Any] = []
     clock.reset_peaks()
-    wall, cpu = clock.measure(functools.partial(_run_into, tables, results))
+    wall, cpu = clock.measure(functools.partial(run_into, tables, results))
     peak = clock.peak_mib()
     levels = {r.level: {"status": r.status, "windows": r.windows, "partitions": r.partitions,
                         "changed": r.changed, "deleted": r.deleted, "full": r.full,
@@ -386,10 +381,10 @@ def measure_scattered(
         progress(f"  NOT exact: {len(problems)} difference(s), first: {problems[0]}")
 
     cycle = work / "scattered_ordinary.parquet"
-    _write(_cycle_trades(config, config.cycles), cycle)
-    _append_trades(tables, [cycle])
+    _write(cycle_trades(config, config.cycles), cycle)
+    append_trades(tables, [cycle])
     after: list[Any] = []
-    awall, acpu = clock.measure(functools.partial(_run_into, tables, after))
+    awall, acpu = clock.measure(functools.partial(run_into, tables, after))
     progress(f"  ordinary cycle after the scattered batch: {awall:.2f}s")
     return ScatteredResult(
         days, windows, illiquid, symbols,

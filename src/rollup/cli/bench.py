@@ -26,15 +26,16 @@ def register(sub: Any) -> None:
     p.add_argument("--repeats", type=int, default=None,
                    help="timed repetitions per figure; the median is reported (default 3)")
     p.add_argument("--warmups", type=int, default=None,
-                   help="untimed warm-up rounds before the timed ones (default 4)")
+                   help="untimed warm-up rounds before the timed ones (default 4, --quick 0; "
+                        "0 also skips the scaling and ingest warm-ups)")
     p.add_argument("--history-per-day", default=None,
                    help="trades per day of incremental history (default 200k)")
     p.add_argument("--scattered-windows", type=int, default=None, metavar="N",
                    help="separate 1m windows of the scattered late batch over the long "
-                        "history (default 10000, --quick 200; 0 skips it)")
+                        "history (default 10000, --quick 40; 0 skips it)")
     p.add_argument("--ingest-rows", default=None, metavar="N",
                    help="trades of the CSV and the Parquet file of the ingest figures "
-                        "(default 1M, --quick 3000; 0 skips the ingest figures)")
+                        "(default 1M, --quick 300; 0 skips the ingest figures)")
     p.add_argument("--late-batch", default=None, metavar="N",
                    help="trades of the late batch ingested into 1 and 30 days of history "
                         "(default 10k)")
@@ -42,7 +43,8 @@ def register(sub: Any) -> None:
                    help="run only these parts: plan (1m, cascade, direct, DuckDB), incremental "
                         "(with the scattered batch), scaling, ingest")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run on a few thousand trades (structure, not speed)")
+                   help="a smoke run: every figure once, on a few hundred trades, no warm-up "
+                        "(structure, not speed)")
     p.add_argument("--workdir", help="parent directory for scratch files (default system temp)")
     p.add_argument("--keep", action="store_true",
                    help="keep the scratch files and the bench namespaces")
@@ -53,7 +55,7 @@ def build_config(args: argparse.Namespace) -> Any:
     """The `BenchConfig` for the command's options (--quick first, explicit options on top)."""
     import attrs
 
-    from rollup.bench import BenchConfig, parse_count
+    from rollup.bench_common import BenchConfig, parse_count
 
     config = BenchConfig.quick() if args.quick else BenchConfig()
     changes: dict[str, Any] = {}
