@@ -80,7 +80,6 @@ class Context:
         return float(self.config.slot_timeout_seconds) or None
 
 
-
 def open_context(warehouse: str | None, config: str | None, catalog: str | None,
                  namespace: str | None) -> Context:
     settings = load_settings(config, warehouse=warehouse, catalog=catalog, namespace=namespace)
