@@ -271,8 +271,7 @@ def test_loading_a_rest_catalog_touches_no_jars_and_no_pyspark(tmp_path: Path) -
 
 
 # Modules that still read ROLLUP_* variables themselves (owned elsewhere; to move to rollup.env).
-PENDING = {"cli/cluster.py", "cli/job.py", "cli/orchestrate.py", "orchestration.py", "submit.py",
-           "adapters/lean.py"}
+PENDING = {"adapters/lean.py"}
 
 
 def test_rollup_variables_are_read_in_rollup_env_only() -> None:

@@ -512,6 +512,17 @@ def _check_tree(data: Mapping[str, Any], where: str) -> None:
     check_file_section(data.get("iceberg"))
 
 
+def config_path(config: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> str | None:
+    """The config file to read: `config`, else ``$ROLLUP_CONFIG``, else ./rollup.toml if any."""
+    if config is not None:
+        return os.fspath(config)
+    path = env.value("ROLLUP_CONFIG", environ)
+    if path is None and Path("rollup.toml").is_file():
+        path = "rollup.toml"
+    return path
+
+
 def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
@@ -577,9 +588,7 @@ def load_settings(
         ConfigError: a missing or invalid file, an unknown key (the message lists the known
             ones), a value of the wrong type, or a secret written in the file.
     """
-    path = config or env.value("ROLLUP_CONFIG", environ)
-    if path is None and Path("rollup.toml").is_file():
-        path = "rollup.toml"
+    path = config_path(config, environ)
     file = _read_file(path) if path is not None else {}
     _check_tree(file, f"config file {path}")
     flags = _drop_none({"warehouse": warehouse, "catalog": catalog, "namespace": namespace,

@@ -53,7 +53,6 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ROLLUP_S3_SECRET_ACCESS_KEY", ("iceberg", "s3", "secret_access_key"), secret=True),
     Variable("ROLLUP_S3_SESSION_TOKEN", ("iceberg", "s3", "session_token"), secret=True),
     Variable("ROLLUP_SUBMIT_MASTER", ("orchestration", "submit_master")),
-    Variable("ROLLUP_FLOWS_DIR"),
     Variable("ROLLUP_LEAN_DATA"),
 )
 BY_NAME: Mapping[str, Variable] = {v.name: v for v in VARIABLES}

@@ -66,9 +66,9 @@ def cmd_deployments(args: argparse.Namespace) -> int:
 
 def _config_path(args: argparse.Namespace) -> str | None:
     """The config file load_settings used, so flow runs read the same one."""
-    path = args.config or os.environ.get("ROLLUP_CONFIG")
-    if path is None and Path("rollup.toml").is_file():
-        path = "rollup.toml"
+    from rollup.config import config_path
+
+    path = config_path(args.config)
     return str(Path(path).absolute()) if path else None
 
 
