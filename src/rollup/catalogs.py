@@ -37,13 +37,11 @@ from rollup.env import overrides as env_overrides
 from rollup.env import secret_keys
 from rollup.errors import ConfigError
 from rollup.jars import RUNTIME_JAR
-from rollup.secrets import SECRET_KEY_PATTERN, Secret, is_secret_key, redact, redacted_repr
+from rollup.secrets import SECRET_KEY_PATTERN, Secret, is_secret_key
 
 __all__ = [
     "CatalogConfig", "S3Config", "Secret", "catalog_spark_conf", "check_rest_client",
     "load_catalog_config", "parse_catalog_config", "session_catalog_conf",
-    # from rollup.secrets, for callers that still import them from here
-    "is_secret_key", "redact", "redacted_repr",
 ]
 
 HADOOP = "hadoop"
