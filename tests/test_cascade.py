@@ -69,7 +69,10 @@ def test_incremental_with_late_trades_of_any_age(tables) -> None:  # type: ignor
 
 def test_large_change_sets_stay_in_spark(tables, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Beyond LOCAL_KEYS changed windows the keys are checkpointed in Spark, not collected."""
-    monkeypatch.setattr(runner, "LOCAL_KEYS", 3)
+    from rollup import changes
+
+    monkeypatch.setattr(changes, "LOCAL_KEYS", 3)  # decides collect vs checkpoint
+    monkeypatch.setattr(runner, "LOCAL_KEYS", 3)  # decides broadcast of the keys
     append_trades(tables, day_trades(DAY, 120))
     run_cascade(tables)
     append_trades(tables, day_trades(DAY - timedelta(days=2), 30, first_id=70_000))

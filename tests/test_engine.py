@@ -199,6 +199,47 @@ def test_is_commit_conflict_without_java() -> None:
     assert not is_commit_conflict(ValueError("x"))
 
 
+class _JavaError:
+    """Stands in for a py4j Java exception: a class name, a message, a cause."""
+
+    def __init__(self, name: str, message: str, cause: _JavaError | None = None) -> None:
+        self.name, self.message, self.cause = name, message, cause
+
+    def getClass(self) -> _JavaError:  # noqa: N802  (the Java API's spelling)
+        return self
+
+    def getName(self) -> str:  # noqa: N802
+        return self.name
+
+    def getMessage(self) -> str:  # noqa: N802
+        return self.message
+
+    def getCause(self) -> _JavaError | None:  # noqa: N802
+        return self.cause
+
+
+class _Py4JError(Exception):
+    def __init__(self, java: _JavaError) -> None:
+        super().__init__("py4j")
+        self.java_exception = java
+
+
+@pytest.mark.parametrize(("name", "message", "conflict"), [
+    ("org.apache.iceberg.exceptions.ValidationException",
+     "Found conflicting files that can contain records matching ...", True),
+    ("org.apache.iceberg.exceptions.ValidationException",
+     "Found new conflicting delete files that can apply to records matching ...", True),
+    ("org.apache.iceberg.exceptions.CommitFailedException", "Commit failed after 4 tries", True),
+    ("org.apache.iceberg.exceptions.ValidationException",
+     "Cannot delete file where some, but not all, rows match filter", False),
+    ("java.lang.IllegalStateException", "Found conflicting files", False),
+])
+def test_is_commit_conflict_only_for_races(name: str, message: str, conflict: bool) -> None:
+    wrapped = _JavaError("org.apache.spark.SparkException", "Job aborted",
+                         cause=_JavaError(name, message))
+    assert is_commit_conflict(_Py4JError(wrapped)) is conflict
+
+
 # ---------------------------------------------------------------- Spark + Iceberg
 
 TABLE_PROPS = (

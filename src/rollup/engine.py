@@ -335,10 +335,12 @@ def configure_session(
     return spark
 
 
-_CONFLICT_CLASSES = (
-    "org.apache.iceberg.exceptions.ValidationException",
-    "org.apache.iceberg.exceptions.CommitFailedException",
-)
+_COMMIT_FAILED = "org.apache.iceberg.exceptions.CommitFailedException"
+_VALIDATION = "org.apache.iceberg.exceptions.ValidationException"
+# Iceberg's conflict validations say "Found conflicting files" / "Found new conflicting
+# delete files"; other ValidationExceptions (e.g. "Cannot delete file where some, but not
+# all, rows match filter") are not races and must not be retried.
+_CONFLICT_WORD = "conflicting"
 
 
 def is_commit_conflict(exc: BaseException) -> bool:
@@ -346,14 +348,16 @@ def is_commit_conflict(exc: BaseException) -> bool:
 
     Iceberg retries ``CommitFailedException`` itself; what reaches Python after a lost race is
     a ``py4j.protocol.Py4JJavaError`` whose Java exception (or a cause) is a
-    ``ValidationException`` ("Found conflicting files ...") or, with retries exhausted, a
-    ``CommitFailedException``.
+    ``ValidationException`` about conflicting files ("Found conflicting files ...") or, with
+    retries exhausted, a ``CommitFailedException``. Other validation failures are not races.
     """
     java = getattr(exc, "java_exception", None)
     depth = 0
     while java is not None and depth < 20:
         try:
-            if java.getClass().getName() in _CONFLICT_CLASSES:
+            name = java.getClass().getName()
+            if name == _COMMIT_FAILED or (
+                    name == _VALIDATION and _CONFLICT_WORD in str(java.getMessage() or "")):
                 return True
             java = java.getCause()
         except Exception:  # the JVM is gone or the object is not a Java exception

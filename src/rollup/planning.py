@@ -142,6 +142,7 @@ def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> Lev
     Reads metadata and the changed rows; writes nothing.
     """
     lv = tables.dag.level(level) if isinstance(level, str) else level
+    tables.dag.check_runnable([lv.name])  # calendar levels: specified, not built yet
     spark = tables.spark
     target = tables.bars(lv)
     parent = tables.parent_of(lv)
@@ -212,6 +213,7 @@ def plan_cascade(
     pending in the same cascade also shows the windows that run will rewrite (`after`).
     """
     order = tables.dag.up_to(up_to) if up_to is not None else tables.dag.order()
+    tables.dag.check_runnable([lv.name for lv in order])
     plans: dict[str, LevelPlan] = {}
     for lv in order:
         plan = plan_level(tables, lv, full=full)

@@ -314,6 +314,7 @@ def run_cascade(
         order = tables.dag.up_to(up_to)
     else:
         order = tables.dag.order()
+    tables.dag.check_runnable([lv.name for lv in order])  # before anything is written
     results = []
     for lv in order:
         result = run_level(tables, lv, run_id=run_id, full=full, progress=progress)
@@ -339,6 +340,7 @@ def backfill(
     Positions are not moved: a later incremental run only redoes work, never skips it.
     """
     run_id = run_id or new_run_id()
+    tables.dag.check_runnable()  # calendar levels: specified, not built yet
     start, end = as_utc(start), as_utc(end)
     if end <= start:
         raise InputError(f"backfill end {end.isoformat()} is not after start {start.isoformat()}")

@@ -73,15 +73,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from rollup.cli.common import settings_from
     from rollup.ingest import ingest_files
-    from rollup.trade_ids import TradeIds
-    from rollup.validate import TimeBounds
 
-    section = settings_from(args).extra.get("ingest") or {}  # the [ingest] section
-    bounds = TimeBounds.from_config(section)
-    if args.trade_ids:
-        section = {**section, "trade_ids": args.trade_ids}
-    trade_ids = TradeIds.from_config(section)
-    tables = tables_from(args)
+    settings = settings_from(args, {"ingest": {"trade_ids": args.trade_ids}})
+    bounds = settings.ingest.time_bounds()
+    trade_ids = settings.ingest.trade_ids
+    tables = tables_from(args, settings=settings)
     reports, errors = ingest_files(tables, args.files, fmt=args.format, time_unit=args.time_unit,
                                    bounds=bounds, trade_ids=trade_ids,
                                    progress=progress if sys.stderr.isatty() else None)
