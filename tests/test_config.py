@@ -219,13 +219,15 @@ def test_settings_are_frozen() -> None:
     assert changed.engine == settings.engine
 
 
-def test_shorthands_and_deprecated_extra(tmp_path: Path) -> None:
+def test_shorthands_and_no_untyped_sections(tmp_path: Path) -> None:
     settings = Settings(master="local[3]", spark_conf={"spark.sql.shuffle.partitions": "8"})
     assert settings.engine.master == "local[3]" == settings.master
     assert settings.spark_conf == {"spark.sql.shuffle.partitions": "8"}  # Hadoop: no catalog conf
     path = _file(tmp_path, '[quality]\nmax_age = "2h"\n[maintenance]\nretain_last = 2')
-    assert load_settings(path, environ={}).extra == {"quality": {"max_age": "2h"},
-                                                     "maintenance": {"retain_last": 2}}
+    settings = load_settings(path, environ={})
+    assert settings.quality.max_age == timedelta(hours=2)
+    assert settings.maintenance.retain_last == 2
+    assert not hasattr(settings, "extra")
 
 
 def test_loading_creates_nothing(tmp_path: Path) -> None:

@@ -428,8 +428,6 @@ class Settings:
     maintenance: MaintenanceConfig
     orchestration: OrchestrationConfig
     source: TradeSource | None
-    extra: Mapping[str, Any] = attrs.field(repr=False, eq=False)
-    """Deprecated: the sections of the file as read (untyped); use the typed sections."""
 
     def __init__(
         self, *, warehouse: str | None = None, catalog: str = DEFAULT_CATALOG,
@@ -438,7 +436,7 @@ class Settings:
         iceberg: CatalogConfig | None = None, ingest: IngestConfig | None = None,
         quality: QualityConfig | None = None, maintenance: MaintenanceConfig | None = None,
         orchestration: OrchestrationConfig | None = None, source: TradeSource | None = None,
-        extra: Mapping[str, Any] | None = None, master: str | None = None,
+        master: str | None = None,
         spark_conf: Mapping[str, str] | None = None,
     ) -> None:
         """`master` and `spark_conf` are shorthands for fields of `engine`."""
@@ -452,8 +450,7 @@ class Settings:
             trades_table=trades_table, dag=dag or Dag.standard(), engine=engine,
             iceberg=iceberg or CatalogConfig(), ingest=ingest or IngestConfig(),
             quality=quality or QualityConfig(), maintenance=maintenance or MaintenanceConfig(),
-            orchestration=orchestration or OrchestrationConfig(), source=source,
-            extra=dict(extra or {}))
+            orchestration=orchestration or OrchestrationConfig(), source=source)
 
     @catalog.validator
     def _check_catalog(self, _: object, value: str) -> None:
@@ -557,7 +554,6 @@ def _settings(data: Mapping[str, Any], file: Mapping[str, Any],
         orchestration=_orchestration(
             _table(data.get("orchestration"), "[orchestration] section"), dag),
         source=TradeSource.from_config(source) if source else None,
-        extra={k: v for k, v in file.items() if k in SECTIONS},
     )
 
 
