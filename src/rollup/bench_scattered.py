@@ -4,7 +4,8 @@ On the long incremental history of `rollup.bench_incremental` (30 days by defaul
 session, levels up to date), `measure_scattered`
 
 1. appends a sparse history of an illiquid symbol (`ILLIQUID`, a few trades a day) and runs
-   the cascade untimed, so the scattered code paths are warm too;
+   the cascade untimed, so the scattered code paths are warm too (not with
+   `BenchConfig.warmups` 0: the timed run then also brings the sparse history in);
 2. appends one late batch of single trades in `BenchConfig.scattered_windows` distinct 1m
    windows, random (symbol, minute) pairs spread over the whole history: several liquid
    symbols plus a tenth of the windows on the illiquid one;
@@ -81,8 +82,6 @@ class ScatteredResult:
     checked_1d: int
     mismatches: tuple[str, ...] = ()
     """The first few differences from DuckDB (empty when exact)."""
-    warmup_seconds: float = 0.0
-    """The untimed cascade run after the illiquid symbol's sparse history."""
     ordinary_after: Timing | None = None
     """One ordinary five-minute cycle right after the scattered batch."""
 
@@ -346,13 +345,13 @@ def measure_scattered(
     """Run the scattered late batch on `tables` (levels up to date with `days` days of history
     from `first`, built from the trades Parquet files `appended`); see the module doc."""
     files = list(appended)
-    progress(f"scattered: sparse history of {ILLIQUID} ({ILLIQUID_PER_DAY} trades a day), "
-             "untimed cascade ...")
+    progress(f"scattered: sparse history of {ILLIQUID} ({ILLIQUID_PER_DAY} trades a day)"
+             + (", untimed cascade ..." if config.warmups else " ..."))
     sparse = _write(sparse_history(first, days), work / "scattered_sparse.parquet")
     append_trades(tables, [sparse])
     files.append(sparse)
-    warm: list[Any] = []
-    warmup_seconds, _ = clock.measure(functools.partial(run_into, tables, warm))
+    if config.warmups:
+        run_into(tables, [])
 
     late = scattered_trades(config.scattered_windows, first, days, config.symbols)
     path = _write(late, work / "scattered_late.parquet")
@@ -389,6 +388,6 @@ def measure_scattered(
     return ScatteredResult(
         days, windows, illiquid, symbols,
         Timing(f"scattered {days}d", (wall,), (cpu,)), peak, levels, exact, n1m, n1d,
-        tuple(problems[:5]), warmup_seconds,
+        tuple(problems[:5]),
         Timing("ordinary after scattered", (awall,), (acpu,)),
     )
