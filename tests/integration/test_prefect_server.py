@@ -31,8 +31,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVER_TIMEOUT = 180.0
 RUN_TIMEOUT = 900.0
-VALUES = ("exchange", "symbol", "window_start", "window_end", "window_date", "open", "high",
-          "low", "close", "volume", "quote_volume", "trade_count", "vwap")
 NEVER_SOON = "0 0 1 1 *"  # real cron schedules that do not fire during the test
 
 
@@ -120,7 +118,6 @@ def _deployment(api: str, name: str) -> dict[str, Any] | None:
 def test_serve_runs_the_cascade_deployment_triggered_through_the_api(
         prefect_server: str, tables: Any, warehouse: Path, tmp_path: Path) -> None:
     from rollup.ingest import ingest_file
-    from rollup.plans import Rollup
     from rollup.synthetic import synthetic_trades, write_trades_parquet
 
     api = prefect_server
@@ -169,13 +166,12 @@ def test_serve_runs_the_cascade_deployment_triggered_through_the_api(
     finally:
         _stop(serve)
 
+    from tests.oracle import assert_matches_oracle
+
     for level in tables.dag.order():
-        table = tables.bars(level)
-        tables.spark.sql(f"REFRESH TABLE {table}")
-        stored = sorted(tuple(r) for r in tables.read_bars(level).select(*VALUES).collect())
-        direct = Rollup(level).plan_direct(tables.read_trades()).select(*VALUES).collect()
-        assert stored, level.name
-        assert stored == sorted(tuple(r) for r in direct), level.name
+        tables.spark.sql(f"REFRESH TABLE {tables.bars(level)}")
+    assert assert_matches_oracle(tables, horizon_aware=False) > 0
+    assert all(tables.read_bars(level).limit(1).count() for level in tables.dag.order())
 
     key = f"rollup-cascade-{ns.replace('_', '-')}"
     found = httpx.post(f"{api}/artifacts/filter", timeout=10.0,
