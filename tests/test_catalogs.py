@@ -12,20 +12,18 @@ from typing import Any
 
 import pytest
 
-from rollup.catalogs import (
+from rollup.catalog_conf import (
     AWS_BUNDLE_PACKAGE,
-    RUNTIME_PACKAGE,
-    S3_FILE_IO,
-    SHADED_HTTP_CLIENT,
-    CatalogConfig,
+    catalog_packages,
     catalog_spark_conf,
     check_rest_client,
-    has_http_client,
-    load_catalog_config,
     session_catalog_conf,
+    session_spark_conf,
 )
+from rollup.catalogs import S3_FILE_IO, CatalogConfig, load_catalog_config
 from rollup.config import load_settings
 from rollup.errors import ConfigError
+from rollup.jars import RUNTIME_PACKAGE, SHADED_HTTP_CLIENT, has_http_client
 from rollup.secrets import MASK, SECRET_KEY_PATTERN, Secret, redact
 
 P = "spark.sql.catalog.prod"
@@ -74,7 +72,7 @@ def test_hadoop_hdfs_uri_is_passed_as_given() -> None:
 def test_hadoop_on_s3_uses_s3fileio() -> None:
     config = load_catalog_config({"s3": {"endpoint": "http://127.0.0.1:9000",
                                          "path_style_access": True}}, env={})
-    assert not config.is_default and config.packages() == [AWS_BUNDLE_PACKAGE]
+    assert not config.is_default and catalog_packages(config) == [AWS_BUNDLE_PACKAGE]
     conf = catalog_spark_conf("prod", "s3://bucket/wh", config)
     assert conf[f"{P}.type"] == "hadoop"
     assert conf[f"{P}.io-impl"] == S3_FILE_IO
@@ -195,9 +193,9 @@ def test_settings_carry_the_catalog_conf_and_hide_secrets(tmp_path: Path, monkey
     config.write_text('warehouse = "analytics"\ncatalog = "prod"\n'
                       '[spark]\n"spark.sql.shuffle.partitions" = "8"\n')
     settings = load_settings(config)
-    assert settings.spark_conf[f"{P}.type"] == "rest"
-    assert settings.spark_conf[f"{P}.credential"] == "client-id:very-secret-1"
-    assert settings.spark_conf["spark.sql.shuffle.partitions"] == "8"
+    assert session_spark_conf(settings)[f"{P}.type"] == "rest"
+    assert session_spark_conf(settings)[f"{P}.credential"] == "client-id:very-secret-1"
+    assert session_spark_conf(settings)["spark.sql.shuffle.partitions"] == "8"
     for secret in SECRET_VALUES:
         assert secret not in repr(settings)
 
@@ -207,7 +205,7 @@ def test_settings_without_catalog_config_are_unchanged(tmp_path: Path, monkeypat
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     settings = load_settings(warehouse=str(tmp_path / "wh"))
-    assert dict(settings.spark_conf) == {}
+    assert session_spark_conf(settings) == {}
 
 
 def test_rest_with_the_pypi_runtime_is_refused_with_the_fix(tmp_path: Path, monkeypatch) -> None:
@@ -242,7 +240,7 @@ def test_a_session_for_rest_with_the_pypi_runtime_is_refused_before_spark_starts
     started: list[object] = []
     monkeypatch.setattr("pyspark.sql.SparkSession.builder", started)  # must not be reached
     with pytest.raises(ConfigError, match="needs the official Iceberg runtime jar"):
-        engine.get_spark(settings.warehouse, catalog="prod", conf=settings.spark_conf,
+        engine.get_spark(settings.warehouse, catalog="prod", conf=session_spark_conf(settings),
                          engine=EngineConfig(iceberg_jars=(str(bare),)))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import pytest
 
+from rollup.catalog_conf import session_spark_conf
 from rollup.config import Settings, load_settings
 from rollup.errors import ConfigError
 
@@ -222,7 +223,8 @@ def test_settings_are_frozen() -> None:
 def test_shorthands_and_no_untyped_sections(tmp_path: Path) -> None:
     settings = Settings(master="local[3]", spark_conf={"spark.sql.shuffle.partitions": "8"})
     assert settings.engine.master == "local[3]" == settings.master
-    assert settings.spark_conf == {"spark.sql.shuffle.partitions": "8"}  # Hadoop: no catalog conf
+    # Hadoop: no catalog conf
+    assert session_spark_conf(settings) == {"spark.sql.shuffle.partitions": "8"}
     path = _file(tmp_path, '[quality]\nmax_age = "2h"\n[maintenance]\nretain_last = 2')
     settings = load_settings(path, environ={})
     assert settings.quality.max_age == timedelta(hours=2)
@@ -233,7 +235,7 @@ def test_shorthands_and_no_untyped_sections(tmp_path: Path) -> None:
 def test_loading_creates_nothing(tmp_path: Path) -> None:
     settings = load_settings(warehouse=str(tmp_path / "wh"),
                              environ={"ROLLUP_S3_ENDPOINT": "http://127.0.0.1:9000"})
-    conf = settings.spark_conf  # a non-default Hadoop catalog: its conf is derived
+    conf = session_spark_conf(settings)  # a non-default Hadoop catalog: its conf is derived
     assert conf["spark.sql.catalog.rollup.warehouse"] == str(tmp_path / "wh")
     assert not (tmp_path / "wh").exists()
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from rollup import report
+from rollup.catalog_conf import session_spark_conf
 from rollup.catalogs import CatalogConfig
 from rollup.cli import main
 from rollup.config import Settings, load_settings
@@ -325,7 +326,7 @@ def test_compose_worker_config_is_valid_rollup_config(monkeypatch: pytest.Monkey
         monkeypatch.delenv(name, raising=False)
     settings = load_settings(local)
     assert settings.warehouse == "s3://warehouse/"
-    conf = settings.spark_conf
+    conf = session_spark_conf(settings)
     assert conf["spark.sql.catalog.rollup.type"] == "rest"
     assert conf["spark.sql.catalog.rollup.uri"] == "http://iceberg-rest:8181"
     assert conf["spark.sql.catalog.rollup.s3.endpoint"] == "http://minio:9000"

@@ -3,7 +3,8 @@
 The catalog is chosen by the ``[iceberg]`` section of ``rollup.toml``, overridden by the
 ``ROLLUP_CATALOG_*`` / ``ROLLUP_S3_*`` environment variables (read in `rollup.env`);
 `rollup.config.load_settings` merges both into `Settings.iceberg`, a `CatalogConfig`.
-Everything here is pure: it returns Spark conf dicts, touches no disk and never logs.
+Everything here is pure: no Spark, no disk, no logging. The Spark conf a catalog needs is
+built where a session starts (`rollup.catalog_conf`).
 Secrets (OAuth2 credential, bearer token, S3 keys) come from the environment only and are
 held in `rollup.secrets.Secret` values.
 
@@ -27,8 +28,7 @@ and ``ROLLUP_S3_ACCESS_KEY_ID`` / ``ROLLUP_S3_SECRET_ACCESS_KEY`` in the environ
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -36,26 +36,16 @@ import attrs
 from rollup.env import overrides as env_overrides
 from rollup.env import secret_keys
 from rollup.errors import ConfigError
-from rollup.jars import RUNTIME_JAR
-from rollup.secrets import SECRET_KEY_PATTERN, Secret, is_secret_key
+from rollup.secrets import Secret
 
 __all__ = [
-    "CatalogConfig", "S3Config", "Secret", "catalog_spark_conf", "check_rest_client",
-    "load_catalog_config", "parse_catalog_config", "session_catalog_conf",
+    "CatalogConfig", "S3Config", "Secret", "load_catalog_config", "parse_catalog_config",
 ]
 
 HADOOP = "hadoop"
 REST = "rest"
 CATALOG_TYPES = (HADOOP, REST)
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
-ICEBERG_VERSION = RUNTIME_JAR.removesuffix(".jar").rsplit("-", 1)[1]  # the PyPI jar's version
-RUNTIME_PACKAGE = f"org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:{ICEBERG_VERSION}"
-AWS_BUNDLE_PACKAGE = f"org.apache.iceberg:iceberg-aws-bundle:{ICEBERG_VERSION}"
-
-# The REST client's HTTP library, as the official runtime jar shades it (the PyPI repackaging
-# of the runtime leaves it out, as it does Jackson).
-SHADED_HTTP_CLIENT = "org/apache/iceberg/shaded/org/apache/hc/client5/"
-
 KEYS = ("type", "uri", "oauth2_server_uri", "scope", "credential", "token")
 """Keys of ``[iceberg]`` besides the tables ``s3`` and ``properties`` (secrets: environment)."""
 S3_KEYS = ("endpoint", "region", "path_style_access", "access_key_id", "secret_access_key",
@@ -153,9 +143,6 @@ class CatalogConfig:
         props.update(self.properties)
         return props
 
-    def packages(self) -> list[str]:
-        """Maven coordinates this catalog needs besides the Iceberg Spark runtime."""
-        return [AWS_BUNDLE_PACKAGE] if self.s3 is not None else []
 
 
 def _section(value: Any, where: str) -> dict[str, Any]:
@@ -275,75 +262,3 @@ def load_catalog_config(
     check_file_section(section)
     tree = env_overrides(env).get("iceberg", {})
     return parse_catalog_config(merge(_section(section, "[iceberg] section"), tree))
-
-
-def catalog_spark_conf(
-    catalog: str, warehouse: str | None, config: CatalogConfig | None = None
-) -> dict[str, str]:
-    """Complete Spark conf for an Iceberg catalog named ``catalog`` (extensions included).
-
-    A Hadoop warehouse given as a local path is made absolute (not created: the session
-    that starts does that, see `rollup.engine.get_spark`); REST warehouses are passed as given.
-    """
-    from rollup.config import warehouse_location
-    from rollup.engine import ICEBERG_EXTENSIONS, SESSION_CONF, validate_catalog
-
-    config = config or CatalogConfig()
-    validate_catalog(catalog)
-    if config.type == HADOOP:
-        warehouse = warehouse_location(warehouse)
-    prefix = f"spark.sql.catalog.{catalog}"
-    conf = {
-        "spark.sql.extensions": ICEBERG_EXTENSIONS,
-        prefix: "org.apache.iceberg.spark.SparkCatalog",
-        **{f"{prefix}.{key}": value for key, value in config.catalog_properties(warehouse).items()},
-        **SESSION_CONF,
-    }
-    if any(is_secret_key(key) for key in conf):
-        conf["spark.redaction.regex"] = SECRET_KEY_PATTERN
-    return conf
-
-
-def session_catalog_conf(
-    catalog: str, warehouse: str | None, config: CatalogConfig | None
-) -> dict[str, str]:
-    """Conf a session needs beyond `rollup.engine`'s default Hadoop catalog ({} if none).
-
-    Pure: the jars a REST catalog needs are checked where the session starts
-    (`rollup.engine.get_spark`, `check_rest_jars`).
-    """
-    if config is None or config.is_default:
-        return {}
-    return catalog_spark_conf(catalog, warehouse, config)
-
-
-def has_http_client(jars: Sequence[str]) -> bool:
-    """True if one of the jars holds Iceberg's shaded HttpClient 5 (the REST client uses it)."""
-    for jar in jars:
-        try:
-            with zipfile.ZipFile(jar) as archive:
-                if any(name.startswith(SHADED_HTTP_CLIENT) for name in archive.namelist()):
-                    return True
-        except (OSError, zipfile.BadZipFile):
-            continue
-    return False
-
-
-def check_rest_jars(jars: Sequence[str], packages: str | None) -> None:
-    """Raise ConfigError unless the jars (or Maven packages) give the REST client.
-
-    Maven packages (``spark.jars.packages``) bring the official runtime, which has it.
-    """
-    if (packages or "").strip() or has_http_client(jars):
-        return
-    raise ConfigError(
-        "the REST catalog needs the official Iceberg runtime jar (the PyPI repackaging lacks "
-        f"its HTTP client): set ROLLUP_ICEBERG_PACKAGES={RUNTIME_PACKAGE} or "
-        "ROLLUP_ICEBERG_JARS to the official runtime jar (see docs/deploy.md)"
-    )
-
-
-def check_rest_client(config: CatalogConfig, jars: Sequence[str], packages: str | None) -> None:
-    """`check_rest_jars` when `config` is a REST catalog; nothing for Hadoop."""
-    if config.type == REST:
-        check_rest_jars(jars, packages)

@@ -469,16 +469,6 @@ class Settings:
         """The Spark master of the embedded session (`engine.master`)."""
         return self.engine.master
 
-    @property
-    def spark_conf(self) -> dict[str, str]:
-        """Spark conf for a session with these settings: the catalog's, then `[spark]`.
-
-        Derived on each access and pure; the jars are added where a session starts.
-        """
-        from rollup.catalogs import session_catalog_conf
-
-        return {**session_catalog_conf(self.catalog, self.warehouse, self.iceberg),
-                **self.engine.spark_conf}
 
 
 def _dag_from(section: Mapping[str, Any], retention: Mapping[str, Any]) -> Dag:

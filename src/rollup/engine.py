@@ -23,7 +23,7 @@ from rollup.config import URI, EngineConfig, engine_from_environment, warehouse_
 from rollup.defaults import DEFAULT_CATALOG, DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER
 from rollup.env import value as env_value
 from rollup.errors import ConfigError, EngineError
-from rollup.jars import atomic_write, cache_dir_default, spark_jar_conf
+from rollup.jars import atomic_write, cache_dir_default, check_rest_jars, spark_jar_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -247,8 +247,6 @@ def get_spark(
         jar_conf = spark_jar_conf(cache_dir_default(engine.jars_dir), jars=engine.iceberg_jars,
                                   packages=engine.iceberg_packages or "")
         if kind == "rest":
-            from rollup.catalogs import check_rest_jars
-
             check_rest_jars(jar_conf.get("spark.jars", "").split(","),
                             jar_conf.get("spark.jars.packages"))
         settings = {

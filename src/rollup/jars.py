@@ -232,3 +232,36 @@ def spark_jar_conf(cache_dir: Path | None = None, *, jars: Sequence[str] | None 
     if packages:
         conf["spark.jars.packages"] = packages
     return conf
+
+
+ICEBERG_VERSION = RUNTIME_JAR.removesuffix(".jar").rsplit("-", 1)[1]  # the PyPI jar's version
+RUNTIME_PACKAGE = f"org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:{ICEBERG_VERSION}"
+# The REST client's HTTP library, as the official runtime jar shades it (the PyPI repackaging
+# of the runtime leaves it out, as it does Jackson).
+SHADED_HTTP_CLIENT = "org/apache/iceberg/shaded/org/apache/hc/client5/"
+
+
+def has_http_client(jars: Sequence[str]) -> bool:
+    """True if one of the jars holds Iceberg's shaded HttpClient 5 (the REST client uses it)."""
+    for jar in jars:
+        try:
+            with zipfile.ZipFile(jar) as archive:
+                if any(name.startswith(SHADED_HTTP_CLIENT) for name in archive.namelist()):
+                    return True
+        except (OSError, zipfile.BadZipFile):
+            continue
+    return False
+
+
+def check_rest_jars(jars: Sequence[str], packages: str | None) -> None:
+    """Raise ConfigError unless the jars (or Maven packages) give the REST client.
+
+    Maven packages (``spark.jars.packages``) bring the official runtime, which has it.
+    """
+    if (packages or "").strip() or has_http_client(jars):
+        return
+    raise ConfigError(
+        "the REST catalog needs the official Iceberg runtime jar (the PyPI repackaging lacks "
+        f"its HTTP client): set ROLLUP_ICEBERG_PACKAGES={RUNTIME_PACKAGE} or "
+        "ROLLUP_ICEBERG_JARS to the official runtime jar (see docs/deploy.md)"
+    )

@@ -30,12 +30,13 @@ def connect(
         settings: explicit settings; otherwise read from `config` / rollup.toml / environment.
         create: create the namespace and tables when missing (idempotent).
     """
+    from rollup.catalog_conf import session_spark_conf
     from rollup.engine import configure_session, get_spark
 
     settings = settings or load_settings(config, warehouse=warehouse)
     if spark is None:
-        spark = get_spark(settings.warehouse, catalog=settings.catalog, conf=settings.spark_conf,
-                          engine=settings.engine)
+        spark = get_spark(settings.warehouse, catalog=settings.catalog,
+                          conf=session_spark_conf(settings), engine=settings.engine)
     else:
         configure_session(spark, catalog=settings.catalog, warehouse=warehouse)
     tables = Tables(spark, settings.catalog, settings.namespace, settings.dag,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attrs
 
-from rollup.catalogs import catalog_spark_conf, check_rest_client
+from rollup.catalog_conf import catalog_packages, catalog_spark_conf, check_rest_client
 from rollup.config import Settings
 from rollup.errors import ConfigError, EngineError
 from rollup.jars import atomic_write, cache_dir_default, spark_jar_conf
@@ -268,7 +268,7 @@ def build_submission(
     all_packages = [*_split(full.pop("spark.jars.packages", None)
                             or jar_conf.get("spark.jars.packages")), *packages]
     check_rest_client(catalog_config, all_jars, ",".join(all_packages))
-    needs_bundle = catalog_config.packages()
+    needs_bundle = catalog_packages(catalog_config)
     if needs_bundle and not any("iceberg-aws-bundle" in Path(j).name for j in all_jars):
         all_packages += [p for p in needs_bundle if p not in all_packages]
 

@@ -96,9 +96,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         scratch = tempfile.TemporaryDirectory(prefix="rollup-bench-warehouse-", dir=args.workdir)
         warehouse = scratch.name
     try:
+        from rollup.catalog_conf import session_spark_conf
+
         progress("starting Spark with Iceberg ...")
-        spark = get_spark(warehouse, catalog=settings.catalog, master=settings.master,
-                          conf=dict(settings.spark_conf))
+        spark = get_spark(warehouse, catalog=settings.catalog,
+                          conf=session_spark_conf(settings), engine=settings.engine)
         report = run_benchmarks(spark, config, catalog=settings.catalog,
                                 namespace=args.namespace, workdir=args.workdir, keep=args.keep,
                                 progress=progress)
