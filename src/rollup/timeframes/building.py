@@ -73,11 +73,9 @@ def _fixed_hint(child: Timeframe, starts: tuple[int, ...]) -> str:
 
 def _day_of(child: Timeframe) -> Timeframe | None:
     """The one-day timeframe of the child's zone and session, if the child is longer."""
-    from rollup.timeframes.timeframe import Timeframe
-
     if child.unit == "d" and child.count == 1:
         return None
-    return Timeframe(1, "d", child.zone, child.session_minutes)
+    return type(child)(1, "d", child.zone, child.session_minutes)
 
 
 def _calendar_hint(parent: Timeframe, child: Timeframe) -> str:
