@@ -18,18 +18,14 @@ Every adapter returns a table with exactly the columns of `TRADES_SCHEMA`, in th
 
 from __future__ import annotations
 
-from rollup.bar import FEED_COLUMNS, PRICE, QUANTITY, VOLUME
-from rollup.schema import arrow_schema, arrow_type
-
-PRICE_TYPE = arrow_type(PRICE)
-QUANTITY_TYPE = arrow_type(QUANTITY)
-VOLUME_TYPE = arrow_type(VOLUME)
-TS_TYPE = arrow_type("timestamp")
-
-TRADES_SCHEMA = arrow_schema(FEED_COLUMNS)
-"""The pyarrow schema of the trades frame produced by every adapter and by `rollup.synthetic`."""
-
-from rollup.adapters.lean import (  # noqa: E402  (needs the constants above)
+from rollup.adapters.frame import (
+    PRICE_TYPE,
+    QUANTITY_TYPE,
+    TRADES_SCHEMA,
+    TS_TYPE,
+    VOLUME_TYPE,
+)
+from rollup.adapters.lean import (
     MINUTE_BARS_SCHEMA,
     lean_data_dir,
     read_lean_minute_bars,

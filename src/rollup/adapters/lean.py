@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rollup.adapters import PRICE_TYPE, QUANTITY_TYPE, TRADES_SCHEMA, TS_TYPE, VOLUME_TYPE
+from rollup.adapters.frame import PRICE_TYPE, QUANTITY_TYPE, TRADES_SCHEMA, TS_TYPE, VOLUME_TYPE
 from rollup.bar import BAR_COLUMNS
 from rollup.errors import ConfigError, InputError
 from rollup.schema import arrow_schema, columns_named
