@@ -24,7 +24,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def trades_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`ROLLUP_BENCH_TRADES` (default 200k) synthetic trades, 20 symbols, one day, as Parquet."""
-    from rollup.bench import write_trades
+    from rollup.bench_common import write_trades
 
     path = tmp_path_factory.mktemp("trades")
     write_trades(path, TRADES, 20, 50_000)

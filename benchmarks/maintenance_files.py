@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rollup import bench
+from rollup.bench_common import append_trades
 from rollup.engine import get_spark
 from rollup.maintenance import file_counts, maintain
 from rollup.runner import run_cascade
@@ -87,7 +87,7 @@ def main() -> None:
             path = work / f"cycle{cycle:03d}.parquet"
             pq.write_table(part, path)
             t0 = time.perf_counter()
-            bench._append_trades(tables, [path])
+            append_trades(tables, [path])
             run_cascade(tables)
             cycle_seconds.append(time.perf_counter() - t0)
             path.unlink()

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from rollup import plans
-from rollup.bench import parse_count, write_trades
+from rollup.bench_common import parse_count, write_trades
 from rollup.engine import get_spark
 from rollup.timeframes import Dag
 

@@ -15,12 +15,15 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from rollup import bench, retention, runner, sink, state
+from rollup import retention, runner, sink, state
+from rollup.bench_common import BenchConfig, append_trades, write_trades
+from rollup.bench_incremental import CYCLE_DAY, cycle_trades
 from rollup.engine import get_spark
 from rollup.tables import Tables
 
@@ -60,22 +63,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rollup-profile-") as tmp:
         work = Path(tmp)
         spark = get_spark(work / "warehouse")
-        config = bench.BenchConfig(history_per_day=args.per_day, symbols=args.symbols,
+        config = BenchConfig(history_per_day=args.per_day, symbols=args.symbols,
                                    rows_per_file=max(args.per_day, 1))
         tables = Tables(spark, "rollup", "profile")
         tables.create_all()
-        first = bench._CYCLE_DAY - bench.timedelta(days=args.days)
+        first = CYCLE_DAY - timedelta(days=args.days)
         for offset in range(args.days):
-            files = bench.write_trades(work / f"d{offset}", args.per_day, args.symbols,
+            files = write_trades(work / f"d{offset}", args.per_day, args.symbols,
                                        config.rows_per_file,
-                                       day=first + bench.timedelta(days=offset), seed=offset)
-            bench._append_trades(tables, files)
+                                       day=first + timedelta(days=offset), seed=offset)
+            append_trades(tables, files)
         runner.run_cascade(tables)
         for cycle in range(args.cycles):
             TIMES.clear()
             path = work / f"cycle{cycle}.parquet"
-            pq.write_table(bench._cycle_trades(config, cycle), path)
-            bench._append_trades(tables, [path])
+            pq.write_table(cycle_trades(config, cycle), path)
+            append_trades(tables, [path])
             began = time.perf_counter()
             runner.run_cascade(tables)
             total = time.perf_counter() - began

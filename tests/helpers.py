@@ -6,14 +6,14 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from rollup.bar import TRADE_COLUMNS
+from rollup.bar import REQUIRED_TRADE_COLUMNS, TRADE_COLUMNS
 from rollup.schema import spark_schema
 from rollup.tables import Tables
 
 
 def trades_frame(spark: Any, rows: list[tuple]) -> DataFrame:  # type: ignore[type-arg]
     """Canonical trades (exchange, symbol, trade_id, ts, price, quantity) as a DataFrame."""
-    blanks = (None,) * (len(TRADE_COLUMNS) - 6)  # side, ingested_at, trade_ref
+    blanks = (None,) * (len(TRADE_COLUMNS) - len(REQUIRED_TRADE_COLUMNS))  # side, lineage
     return spark.createDataFrame([(*r, *blanks) for r in rows], spark_schema(TRADE_COLUMNS))
 
 

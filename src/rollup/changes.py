@@ -29,9 +29,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rollup import state
+from rollup.bar import TRADE_KEY
 from rollup.iceberg import POSITION_DELETES, FileInfo, Table
 from rollup.plans import bucket, coarsen, in_ranges
-from rollup.source import KEY
 from rollup.tables import Tables
 from rollup.timeframes import Level
 from rollup.times import TimeRange, from_micros, iso, to_micros
@@ -213,7 +213,7 @@ def touched_windows(
                 changed.append(raw if inside is None else raw.where(inside))
     if source is not None and source.dedupe and changed:
         # A re-delivered trade may move: every window holding any delivery is touched.
-        keys = [source.column(c) for c in (*KEY, "ts")]
+        keys = [source.column(c) for c in (*TRADE_KEY, "ts")]
         of = changed[0].select(*keys)
         for more in changed[1:]:
             of = of.unionByName(more.select(*keys))

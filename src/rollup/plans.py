@@ -14,16 +14,20 @@ import attrs
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from rollup.bar import KEY_COLUMNS, PRICE, QUOTE, VOLUME
+from rollup.bar import (
+    KEY_COLUMNS,
+    PLANNED_BAR_COLUMNS,
+    PRICE,
+    QUOTE,
+    REQUIRED_TRADE_COLUMNS,
+    VOLUME,
+)
 from rollup.timeframes import Level, Timeframe
 from rollup.times import TimeRange as TimeRange  # re-exported: the interval of every plan
 from rollup.times import merge_intervals
 
-TRADE_INPUT = ("exchange", "symbol", "trade_id", "ts", "price", "quantity")
-BAR_OUTPUT = (
-    "exchange", "symbol", "window_start", "window_end", "window_date",
-    "open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap",
-)
+TRADE_INPUT = REQUIRED_TRADE_COLUMNS
+BAR_OUTPUT = tuple(column.name for column in PLANNED_BAR_COLUMNS)
 _MICROS_PER_DAY = 86_400_000_000
 
 

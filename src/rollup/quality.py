@@ -30,7 +30,7 @@ from rollup.plans import Rollup, window_start_micros
 from rollup.retention import combine_horizon, retained_from
 from rollup.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.times import from_spark, iso, parse_instant
+from rollup.times import as_utc, from_spark, iso, parse_instant
 
 RECONCILED = COMBINED_COLUMNS
 SAMPLES = 10
@@ -62,10 +62,6 @@ class CheckResult:
                         for e, s, w in self.samples],
             "detail": self.detail,
         }
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +464,7 @@ def run_checks(
     if unknown:
         raise InputError(f"unknown check {unknown[0]!r}: expected one of {', '.join(NAMES)}")
     start = parse_instant(since, "since") if since is not None else None
-    clock = _aware(now) if now is not None else datetime.now(UTC)
+    clock = as_utc(now) if now is not None else datetime.now(UTC)
     chosen = {tables.dag.level(tf).name for tf in timeframes} if timeframes else None
     levels = [lv for lv in tables.dag.order() if chosen is None or lv.name in chosen]
     selected = [c for c in CHECKS if check_name(c) in checks]

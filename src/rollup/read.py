@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollup.bar import KEY_COLUMNS
 from rollup.errors import ConfigError, InputError
 from rollup.timeframes import Level, Timeframe
 from rollup.times import parse_instant
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from rollup.catalogs import CatalogConfig
     from rollup.config import Settings
 
-SORT_KEYS = ("exchange", "symbol", "window_start")
+SORT_KEYS = KEY_COLUMNS
 LINEAGE = ("created_at", "updated_at", "run_id")
 FILLED = "filled"
 DEFAULT_FILL_LOOKBACK = timedelta(days=7)

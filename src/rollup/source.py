@@ -27,7 +27,7 @@ delivery outside the windows still decides which one counts (`canonical_in`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +36,14 @@ import attrs
 from rollup.bar import FEED_NAMES, REQUIRED_TRADE_COLUMNS, TRADE_KEY
 from rollup.errors import ConfigError
 from rollup.identifiers import check_identifier, qualified
+from rollup.times import from_micros, to_micros
 from rollup.trade_ids import TradeIds
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType
 
-KEY = TRADE_KEY  # kept for rollup.changes, which imports it from here
 _UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MICROS = 86_400_000_000
 
 Bound = tuple[datetime | None, datetime | None]
@@ -271,7 +270,7 @@ class TradeSource:
             keys = found.select(*TRADE_KEY).distinct()
         else:
             tick = timedelta(microseconds=1)
-            spans = coarsen([(_from_micros(r._micros), _from_micros(r._micros) + tick)
+            spans = coarsen([(from_micros(r._micros), from_micros(r._micros) + tick)
                              for r in sample], MAX_PRUNE_RANGES)
             near = self.time_filter(df, spans)
             assert near is not None  # `outside` came from the same filter
@@ -321,15 +320,6 @@ def merge_intervals(
     return merged
 
 
-def _from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(micros))
-
-
-def _micros(instant: datetime) -> int:
-    aware = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
-    return (aware - _EPOCH) // timedelta(microseconds=1)
-
-
 def _column_type(df: DataFrame, name: str) -> DataType | None:
     return next((f.dataType for f in df.schema.fields if f.name == name), None)
 
@@ -362,13 +352,13 @@ def _time_literal(
 
     if instant is None:
         return _OPEN
-    aware = _from_micros(_micros(instant))
+    aware = from_micros(to_micros(instant))
     if isinstance(kind, T.TimestampType):
         return _Literal(F.lit(aware))
     if isinstance(kind, T.TimestampNTZType):  # validation reads it in the session time zone
         return _Literal(F.lit(aware).cast("timestamp_ntz"))
     assert unit is not None
-    micros = _micros(aware)
+    micros = to_micros(aware)
     if unit == "ns":
         value = micros * 1_000
     else:
