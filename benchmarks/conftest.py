@@ -14,7 +14,7 @@ TRADES = int(os.environ.get("ROLLUP_BENCH_TRADES", "200000"))
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from rollup.engine import get_spark
+    from rollup.spark.engine import get_spark
 
     session = get_spark(tmp_path_factory.mktemp("warehouse"), app_name="rollup-benchmarks")
     yield session
@@ -24,7 +24,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def trades_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`ROLLUP_BENCH_TRADES` (default 200k) synthetic trades, 20 symbols, one day, as Parquet."""
-    from rollup.bench_common import write_trades
+    from rollup.benchmarks.common import write_trades
 
     path = tmp_path_factory.mktemp("trades")
     write_trades(path, TRADES, 20, 50_000)

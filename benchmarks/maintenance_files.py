@@ -26,12 +26,12 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rollup.bench_common import append_trades
-from rollup.engine import get_spark
-from rollup.maintenance import file_counts, maintain
-from rollup.runner import run_cascade
-from rollup.synthetic import synthetic_trades
-from rollup.tables import Tables
+from rollup.adapters.synthetic import synthetic_trades
+from rollup.benchmarks.common import append_trades
+from rollup.incremental.runner import run_cascade
+from rollup.operations.maintenance import file_counts, maintain
+from rollup.spark.engine import get_spark
+from rollup.storage.tables import Tables
 
 DAY = date(2024, 1, 2)
 CATALOG, NAMESPACE = "rollup", "maintenance_bench"

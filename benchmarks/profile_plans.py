@@ -22,10 +22,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from rollup import plans
-from rollup.bench_common import parse_count, write_trades
-from rollup.engine import get_spark
+from rollup.benchmarks.common import parse_count, write_trades
+from rollup.spark.engine import get_spark
 from rollup.timeframes import Dag
+from rollup.transforms import bars as plans
 
 KEYS = ["exchange", "symbol", "window_start"]
 

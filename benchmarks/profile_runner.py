@@ -21,11 +21,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from rollup import retention, runner, sink, state
-from rollup.bench_common import BenchConfig, append_trades, write_trades
-from rollup.bench_incremental import CYCLE_DAY, cycle_trades
-from rollup.engine import get_spark
-from rollup.tables import Tables
+from rollup.benchmarks.common import BenchConfig, append_trades, write_trades
+from rollup.benchmarks.incremental import CYCLE_DAY, cycle_trades
+from rollup.incremental import retention, runner
+from rollup.spark.engine import get_spark
+from rollup.storage import sink, state
+from rollup.storage.tables import Tables
 
 TIMES: dict[str, list[float]] = defaultdict(list)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from rollup.plans import Rollup
 from rollup.timeframes import Dag
+from rollup.transforms.bars import Rollup
 
 DAG = Dag.standard()
 
@@ -46,8 +46,8 @@ def test_5m_from_1m(benchmark: Any, spark: Any, trades_dir: Path, tmp_path: Path
 
 def test_1m_duckdb(benchmark: Any, trades_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("duckdb")
-    from rollup.bench_common import duckdb_connection
-    from rollup.bench_plan import duckdb_1m
+    from rollup.benchmarks.common import duckdb_connection
+    from rollup.benchmarks.plan import duckdb_1m
 
     con = duckdb_connection(2)
     files = sorted(trades_dir.glob("*.parquet"))

@@ -68,7 +68,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def spark(warehouse: Path) -> Iterator[SparkSession]:
     """One local SparkSession for the whole run (catalog ``rollup`` at ``warehouse``)."""
-    from rollup.engine import get_spark
+    from rollup.spark.engine import get_spark
 
     session = get_spark(
         warehouse,
@@ -90,8 +90,9 @@ def namespace(spark: SparkSession) -> str:
 
 @pytest.fixture
 def tables(spark: SparkSession, namespace: str):  # type: ignore[no-untyped-def]
-    """A `rollup.tables.Tables` in a fresh namespace with every table created (standard DAG)."""
-    from rollup.tables import Tables
+    """A `rollup.storage.tables.Tables` in a fresh namespace with every table created (standard
+    DAG)."""
+    from rollup.storage.tables import Tables
 
     result = Tables(spark, CATALOG, namespace)
     result.create_all()

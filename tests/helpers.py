@@ -6,9 +6,9 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from rollup.bar import REQUIRED_TRADE_COLUMNS, TRADE_COLUMNS
-from rollup.schema import spark_schema
-from rollup.tables import Tables
+from rollup.specs.bar import REQUIRED_TRADE_COLUMNS, TRADE_COLUMNS
+from rollup.specs.columns import spark_schema
+from rollup.storage.tables import Tables
 
 
 def trades_frame(spark: Any, rows: list[tuple]) -> DataFrame:  # type: ignore[type-arg]
@@ -22,7 +22,7 @@ def append_trades(tables: Tables, rows: list[tuple]) -> None:  # type: ignore[ty
 
 
 def snapshot_ids(tables: Tables) -> dict[str, int | None]:
-    from rollup.state import current_snapshot
+    from rollup.storage.state import current_snapshot
 
     return {lv.name: current_snapshot(tables.spark, tables.bars(lv)) for lv in tables.dag}
 

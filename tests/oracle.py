@@ -1,14 +1,15 @@
 """An independent oracle: every level's bars computed in pure Python from the stored trades.
 
-Nothing here uses the plan code of `rollup.plans` (only its BAR_OUTPUT column list), so tests
+Nothing here uses the plan code of `rollup.transforms.bars` (only its BAR_OUTPUT column list), so
+tests
 compare with this, never with `Rollup.plan_direct`, which shares that code. The trades are
 read with Spark, collected to Python, and each level is aggregated straight from them with
-`rollup.bar.Bar.of_trade` and `rollup.bar.combine_all`: windows aligned by the level's
+`rollup.specs.bar.Bar.of_trade` and `rollup.specs.bar.combine_all`: windows aligned by the level's
 `Timeframe.floor`, open/close the earliest/latest trade by (ts, trade_id), vwap by
-`rollup.bar.vwap_of`. For an external source, the trades are its validated, deduplicated rows.
+`rollup.specs.bar.vwap_of`. For an external source, the trades are its validated, deduplicated rows.
 
 `assert_matches_oracle(tables)` compares every stored level (all columns of
-`rollup.plans.BAR_OUTPUT`) with it and fails with sample missing / extra / wrong bars.
+`rollup.transforms.bars.BAR_OUTPUT`) with it and fails with sample missing / extra / wrong bars.
 Where retention dropped old partitions (`rollup.retained-from`), only windows that the
 cascade may still recompute exactly are compared (see `level_horizon`).
 """
@@ -23,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from rollup.bar import Bar, combine_all, vwap_of
-from rollup.plans import BAR_OUTPUT
+from rollup.specs.bar import Bar, combine_all, vwap_of
 from rollup.timeframes import Level, Timeframe
+from rollup.transforms.bars import BAR_OUTPUT
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from rollup.tables import Tables
+    from rollup.storage.tables import Tables
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RETAINED_FROM = "rollup.retained-from"
@@ -55,7 +56,7 @@ def from_micros(micros: int) -> datetime:
 
 
 def bar_row(bar: Bar) -> dict[str, Any]:
-    """A bar as the columns of `rollup.plans.BAR_OUTPUT` (window times aware UTC)."""
+    """A bar as the columns of `rollup.transforms.bars.BAR_OUTPUT` (window times aware UTC)."""
     values = {
         "exchange": bar.exchange, "symbol": bar.symbol,
         "window_start": bar.window_start, "window_end": bar.window_end,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollup.bar import BAR_COLUMNS, Bar, combine_all, vwap_of
+from rollup.specs.bar import BAR_COLUMNS, Bar, combine_all, vwap_of
 from tests.strategies import prices, small_quantities
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -11,11 +11,11 @@ import json
 import attrs
 import pytest
 
-from rollup.bench_common import BenchConfig, Timing, parse_count
-from rollup.bench_incremental import IncrementalResult
-from rollup.bench_ingest import IngestResult
-from rollup.bench_plan import ScalePoint, linear_fit
-from rollup.bench_report import GOALS, BenchReport
+from rollup.benchmarks.common import BenchConfig, Timing, parse_count
+from rollup.benchmarks.incremental import IncrementalResult
+from rollup.benchmarks.ingest import IngestResult
+from rollup.benchmarks.plan import ScalePoint, linear_fit
+from rollup.benchmarks.report import GOALS, BenchReport
 from rollup.errors import ConfigError
 
 RATIOS = ("cascade_over_1m", "direct_over_cascade", "spark_over_duckdb",
@@ -104,7 +104,7 @@ def test_cli_options_build_the_config() -> None:
 def test_scattered_trades_touch_distinct_windows_of_every_shape() -> None:
     from datetime import date
 
-    from rollup.bench_scattered import ILLIQUID, scattered_trades, sparse_history
+    from rollup.benchmarks.scattered import ILLIQUID, scattered_trades, sparse_history
 
     late = scattered_trades(1_000, date(2024, 1, 1), 30, 20)
     symbols = late.column("symbol").to_pylist()
@@ -164,7 +164,7 @@ def test_report_ratios_goals_and_json() -> None:
 
 
 def test_report_with_a_scattered_batch() -> None:
-    from rollup.bench_scattered import ScatteredResult
+    from rollup.benchmarks.scattered import ScatteredResult
 
     config = BenchConfig(trades=1_000, sizes=(1_000,), history_days=(1, 30))
     levels = {name: {"status": "written", "windows": 10, "partitions": 2 if name != "1m" else 0,
@@ -244,7 +244,7 @@ def test_ingest_files_hold_the_expected_text_and_types(tmp_path) -> None:  # typ
     import pyarrow.parquet as pq
 
     from rollup.adapters import TRADES_SCHEMA
-    from rollup.bench_ingest import LATE_IDS, ingest_trades, write_csv, write_parquet
+    from rollup.benchmarks.ingest import LATE_IDS, ingest_trades, write_csv, write_parquet
 
     trades = ingest_trades(500, 20)
     assert trades.num_rows == 500 and trades.column("side").null_count == 0

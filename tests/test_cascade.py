@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from rollup import runner
-from rollup.runner import backfill, run_cascade, run_level
-from rollup.status import level_status
+from rollup.incremental import runner
+from rollup.incremental.runner import backfill, run_cascade, run_level
+from rollup.operations.status import level_status
 from tests.helpers import append_trades, assert_exact, snapshot_ids
 
 pytestmark = pytest.mark.spark
@@ -69,7 +69,7 @@ def test_incremental_with_late_trades_of_any_age(tables) -> None:  # type: ignor
 
 def test_large_change_sets_stay_in_spark(tables, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Beyond LOCAL_KEYS changed windows the keys are checkpointed in Spark, not collected."""
-    from rollup import changes
+    from rollup.incremental import changes
 
     monkeypatch.setattr(changes, "LOCAL_KEYS", 3)  # decides collect vs checkpoint
     monkeypatch.setattr(runner, "LOCAL_KEYS", 3)  # decides broadcast of the keys
@@ -144,7 +144,7 @@ def test_concurrent_runs_of_one_level_stay_exact(tables, monkeypatch) -> None:  
     level commits the same partition and the level below moves on. Iceberg refuses the first
     run's partition overwrite; the run plans again, writes the newer input, and every level
     equals the independent oracle."""
-    from rollup.engine import is_commit_conflict
+    from rollup.spark.engine import is_commit_conflict
     from tests.oracle import (
         assert_matches_oracle,
         compare_level,
@@ -228,7 +228,7 @@ def test_month_partitioned_level_updates_one_day_of_a_busy_month(tables) -> None
 def test_a_late_trade_touches_one_window_per_level(tables) -> None:  # type: ignore[no-untyped-def]
     """The 1m MERGE that updates a bar writes a position delete file; the 5m run reads the
     rows it points at, not its whole partition."""
-    from rollup.runner import plan_level
+    from rollup.incremental.runner import plan_level
 
     append_trades(tables, day_trades(DAY, 300))
     run_cascade(tables)

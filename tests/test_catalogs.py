@@ -1,4 +1,5 @@
-"""Tests for rollup.catalogs: generated Spark conf for Hadoop, REST and S3 catalogs; secrets."""
+"""Tests for rollup.settings.catalogs: generated Spark conf for Hadoop, REST and S3 catalogs;
+secrets."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from typing import Any
 
 import pytest
 
-from rollup.catalog_conf import (
+from rollup.errors import ConfigError
+from rollup.settings.catalogs import S3_FILE_IO, CatalogConfig, load_catalog_config
+from rollup.settings.config import load_settings
+from rollup.settings.secrets import MASK, SECRET_KEY_PATTERN, Secret, redact
+from rollup.spark.catalog_conf import (
     AWS_BUNDLE_PACKAGE,
     catalog_packages,
     catalog_spark_conf,
@@ -20,11 +25,7 @@ from rollup.catalog_conf import (
     session_catalog_conf,
     session_spark_conf,
 )
-from rollup.catalogs import S3_FILE_IO, CatalogConfig, load_catalog_config
-from rollup.config import load_settings
-from rollup.errors import ConfigError
-from rollup.jars import RUNTIME_PACKAGE, SHADED_HTTP_CLIENT, has_http_client
-from rollup.secrets import MASK, SECRET_KEY_PATTERN, Secret, redact
+from rollup.spark.jars import RUNTIME_PACKAGE, SHADED_HTTP_CLIENT, has_http_client
 
 P = "spark.sql.catalog.prod"
 REST_ENV = {
@@ -50,7 +51,7 @@ def test_default_is_hadoop_and_adds_nothing_to_a_session(tmp_path: Path) -> None
 
 
 def test_hadoop_conf_matches_the_engine(tmp_path: Path) -> None:
-    from rollup.engine import iceberg_conf
+    from rollup.spark.engine import iceberg_conf
 
     conf = catalog_spark_conf("prod", str(tmp_path / "wh"))
     assert conf == iceberg_conf("prod", str(tmp_path / "wh"))
@@ -229,8 +230,8 @@ def test_rest_with_the_pypi_runtime_is_refused_with_the_fix(tmp_path: Path, monk
 
 def test_a_session_for_rest_with_the_pypi_runtime_is_refused_before_spark_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rollup import engine
-    from rollup.config import EngineConfig
+    from rollup.settings.config import EngineConfig
+    from rollup.spark import engine
 
     bare = tmp_path / "bare.jar"
     with zipfile.ZipFile(bare, "w") as archive:

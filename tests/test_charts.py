@@ -1,4 +1,4 @@
-"""Tests for rollup.charts and `rollup chart`: valid, non-blank candlestick PNGs."""
+"""Tests for rollup.readers.charts and `rollup chart`: valid, non-blank candlestick PNGs."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
-from rollup.charts import DOWN, UP, candles, ohlcv_frame, save  # noqa: E402
 from rollup.errors import InputError  # noqa: E402
+from rollup.readers.charts import DOWN, UP, candles, ohlcv_frame, save  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -100,8 +100,8 @@ def chart_tables(tables: Any) -> Any:
     """Two hours of synthetic trades for two symbols, rolled up to 5m."""
     from pyspark.sql import functions as F
 
-    from rollup.runner import run_cascade
-    from rollup.synthetic import synthetic_trades
+    from rollup.adapters.synthetic import synthetic_trades
+    from rollup.incremental.runner import run_cascade
 
     spark = tables.spark
     trades = synthetic_trades(24_000, symbols=2, day=date(2024, 1, 2), seed=3)

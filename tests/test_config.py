@@ -1,4 +1,4 @@
-"""Tests for rollup.config: one precedence rule for every key (flag > environment > file >
+"""Tests for rollup.settings.config: one precedence rule for every key (flag > environment > file >
 default), unknown keys refused by name, frozen settings, and loading without side effects."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 import pytest
 
-from rollup.catalog_conf import session_spark_conf
-from rollup.config import Settings, load_settings
 from rollup.errors import ConfigError
+from rollup.settings.config import Settings, load_settings
+from rollup.spark.catalog_conf import session_spark_conf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,16 +242,16 @@ def test_loading_creates_nothing(tmp_path: Path) -> None:
 
 _NO_JARS_SCRIPT = r"""
 import json, sys
-import rollup.jars
+import rollup.spark.jars
 
 def refuse(*args, **kwargs):
-    raise AssertionError("rollup.jars was called while loading settings")
+    raise AssertionError("rollup.spark.jars was called while loading settings")
 
 for name in ("spark_jar_conf", "iceberg_jars", "cache_dir_default", "_runtime_jar"):
-    setattr(rollup.jars, name, refuse)
+    setattr(rollup.spark.jars, name, refuse)
 had_pyspark = "pyspark" in sys.modules
-from rollup.config import load_settings
-from rollup.read import _settings, pyiceberg_properties
+from rollup.settings.config import load_settings
+from rollup.readers.read import _settings, pyiceberg_properties
 
 settings = load_settings(warehouse="analytics")
 read_settings = _settings(None, "analytics", None, None)
@@ -274,7 +274,8 @@ def test_loading_a_rest_catalog_touches_no_jars_and_no_pyspark(tmp_path: Path) -
     assert not (tmp_path / "jars").exists()
 
 
-# Modules that still read ROLLUP_* variables themselves (owned elsewhere; to move to rollup.env).
+# Modules that still read ROLLUP_* variables themselves (owned elsewhere; to move to
+# rollup.settings.env).
 PENDING = {"adapters/lean.py"}
 
 

@@ -1,4 +1,4 @@
-"""Tests for rollup.engine: config helpers (no Spark) and Iceberg on a real local session."""
+"""Tests for rollup.spark.engine: config helpers (no Spark) and Iceberg on a real local session."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rollup import engine
-from rollup.engine import (
+from rollup.errors import ConfigError, EngineError
+from rollup.spark import engine
+from rollup.spark.engine import (
     DEFAULT_CATALOG,
     configure_session,
     get_spark,
@@ -17,7 +18,6 @@ from rollup.engine import (
     is_commit_conflict,
     resolve_warehouse,
 )
-from rollup.errors import ConfigError, EngineError
 
 # ---------------------------------------------------------------- no Spark
 

@@ -9,10 +9,10 @@ from decimal import Context, Decimal, localcontext
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from rollup.bar import TRADE_COLUMNS
-from rollup.plans import CHUNK_BITS, Rollup
-from rollup.schema import spark_schema
+from rollup.specs.bar import TRADE_COLUMNS
+from rollup.specs.columns import spark_schema
 from rollup.timeframes import Dag
+from rollup.transforms.bars import CHUNK_BITS, Rollup
 from tests.oracle import Trade, collect_bars, compare_level, oracle_bars
 from tests.strategies import trade_history
 

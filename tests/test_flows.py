@@ -26,7 +26,7 @@ def prefect_api() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def flows(prefect_api: None) -> Any:
-    from rollup.orchestration import load_flows
+    from rollup.deploy.orchestration import load_flows
 
     return load_flows()
 
@@ -43,8 +43,8 @@ def _config(tmp_path: Path, extra: str = "") -> str:
 @pytest.fixture
 def loaded(tables: Any, tmp_path: Path) -> Any:
     """The `tables` fixture with a small synthetic day of trades ingested."""
-    from rollup.ingest import ingest_file
-    from rollup.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.adapters.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.ingestion.batch import ingest_file
 
     files = write_trades_parquet(synthetic_trades(3_000, symbols=2), tmp_path / "trades",
                                  rows_per_file=3_000)
@@ -119,8 +119,8 @@ def test_a_busy_level_slot_keeps_a_second_run_out(flows: Any, loaded: Any, wareh
                                                   tmp_path: Path) -> None:
     from prefect.concurrency.sync import concurrency
 
-    from rollup.config import load_settings
-    from rollup.orchestration import level_slot
+    from rollup.deploy.orchestration import level_slot
+    from rollup.settings.config import load_settings
 
     config = _config(tmp_path, "slot_timeout_seconds = 2\nchecks_after_run = false\n")
     kwargs = _kwargs(loaded, warehouse, config)
@@ -199,8 +199,8 @@ def test_retention_flow_holds_every_level_slot_and_reads_maintenance(
 
     from prefect.concurrency.sync import concurrency
 
-    from rollup.config import load_settings
-    from rollup.orchestration import level_slot
+    from rollup.deploy.orchestration import level_slot
+    from rollup.settings.config import load_settings
 
     config = _config(tmp_path, "checks_after_run = false\n[maintenance]\nretain_last = 4\n"
                      "orphan_age_days = 9\n")
@@ -227,8 +227,8 @@ def test_retention_flow_expires_snapshots_by_the_maintenance_section(
         flows: Any, tables: Any, warehouse: Path, tmp_path: Path) -> None:
     """Two ingests give the trades table two snapshots: the older one is past a snapshot age
     of 0 days (`[maintenance]`), not past the default 5 days."""
-    from rollup.ingest import ingest_file
-    from rollup.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.adapters.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.ingestion.batch import ingest_file
 
     for file in write_trades_parquet(synthetic_trades(400, symbols=1), tmp_path / "trades",
                                      rows_per_file=200):
@@ -252,9 +252,9 @@ def test_maintenance_flow_holds_every_level_slot_and_reads_its_section(
 
     from prefect.concurrency.sync import concurrency
 
-    from rollup.config import load_settings
-    from rollup.maintenance import FileCounts, MaintenanceResult
-    from rollup.orchestration import level_slot
+    from rollup.deploy.orchestration import level_slot
+    from rollup.operations.maintenance import FileCounts, MaintenanceResult
+    from rollup.settings.config import load_settings
 
     config = _config(tmp_path, "checks_after_run = false\n[maintenance]\nsnapshot_age_days = 2\n")
     settings = load_settings(config, catalog=tables.catalog, namespace=tables.namespace)

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollup.adapters import TRADES_SCHEMA
-from rollup.ingest import ingest_file
-from rollup.runner import run_cascade, run_level
+from rollup.incremental.runner import run_cascade, run_level
+from rollup.ingestion.batch import ingest_file
 from tests.helpers import append_trades, assert_exact, snapshot_ids
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

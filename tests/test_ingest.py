@@ -21,14 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollup import validate as V
-from rollup.bar import KEY_COLUMNS, TRADE_COLUMNS, VALUE_COLUMNS
 from rollup.cli import main
-from rollup.ingest import IngestReport, ingest_file, ingest_files
-from rollup.plans import Rollup
-from rollup.runner import run_cascade
-from rollup.schema import spark_schema
-from rollup.tables import REJECTED_TABLE, Tables
+from rollup.incremental.runner import run_cascade
+from rollup.ingestion.batch import IngestReport, ingest_file, ingest_files
+from rollup.specs.bar import KEY_COLUMNS, TRADE_COLUMNS, VALUE_COLUMNS
+from rollup.specs.columns import spark_schema
+from rollup.storage.tables import REJECTED_TABLE, Tables
+from rollup.transforms import validate as V
+from rollup.transforms.bars import Rollup
 
 pytestmark = pytest.mark.spark
 
@@ -425,9 +425,9 @@ def test_random_mixtures_every_row_accounted_for(spark: Any, tmp_path: Path,
 
 _STREAM_SCRIPT = r"""
 import json, sys
-from rollup.engine import get_spark
-from rollup.ingest import ingest_file
-from rollup.tables import Tables
+from rollup.spark.engine import get_spark
+from rollup.ingestion.batch import ingest_file
+from rollup.storage.tables import Tables
 
 warehouse, path = sys.argv[1], sys.argv[2]
 spark = get_spark(warehouse, conf={"spark.driver.maxResultSize": "4m",
@@ -453,7 +453,7 @@ def test_large_file_streams_without_collecting_to_the_driver(tmp_path: Path) -> 
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
-    from rollup.synthetic import synthetic_trades
+    from rollup.adapters.synthetic import synthetic_trades
 
     n = 1_000_000
     trades = synthetic_trades(n, symbols=3)
@@ -477,7 +477,7 @@ def test_large_file_streams_without_collecting_to_the_driver(tmp_path: Path) -> 
 
 def test_row_numbers_hold_across_file_splits(tables: Tables, tmp_path: Path) -> None:
     """A file Spark splits into many partitions still numbers its rows in file order."""
-    from rollup.ingest import read_raw
+    from rollup.ingestion.batch import read_raw
 
     rows: list[list[str | None]] = []
     bad_at = set(range(5, 400, 37))

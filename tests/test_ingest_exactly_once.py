@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from rollup import ingest as ingest_module
-from rollup.ingest import ingest_file
-from rollup.tables import REJECTED_TABLE, Tables
+from rollup.ingestion import batch as ingest_module
+from rollup.ingestion.batch import ingest_file
+from rollup.storage.tables import REJECTED_TABLE, Tables
 
 pytestmark = pytest.mark.spark
 
@@ -146,8 +146,8 @@ def test_directory_holding_one_file_twice_counts_the_copy_as_duplicates(
 
 def test_late_batch_reads_only_the_days_it_touches(tables: Tables, tmp_path: Path) -> None:
     """The duplicate check of a batch of one day scans that day's partition only."""
-    from rollup.ingest import _stored_in
-    from rollup.state import current_snapshot
+    from rollup.ingestion.batch import _stored_in
+    from rollup.storage.state import current_snapshot
 
     for day in range(3):
         path = tmp_path / f"day{day}.csv"

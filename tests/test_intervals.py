@@ -1,12 +1,12 @@
-"""`rollup.times.merge_intervals`, the one interval merge, and the helpers built on it."""
+"""`rollup.specs.times.merge_intervals`, the one interval merge, and the helpers built on it."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from rollup.plans import coarsen, merge_ranges
+from rollup.specs.times import as_utc, merge_intervals, to_micros
 from rollup.timeframes import Timeframe
-from rollup.times import as_utc, merge_intervals, to_micros
+from rollup.transforms.bars import coarsen, merge_ranges
 
 T0 = datetime(2024, 3, 4, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Tests for rollup.jars: Jackson relocation and jar provisioning (no Spark needed)."""
+"""Tests for rollup.spark.jars: Jackson relocation and jar provisioning (no Spark needed)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rollup import jars
 from rollup.errors import ConfigError, EngineError
+from rollup.spark import jars
 
 SHADED = "org/apache/iceberg/shaded/com/fasterxml/jackson/"
 

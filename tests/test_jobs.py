@@ -1,4 +1,5 @@
-"""Tests for the spark-submit jobs, `rollup submit` (rollup.submit) and rollup.sizing."""
+"""Tests for the spark-submit jobs, `rollup submit` (rollup.deploy.submit) and
+rollup.spark.sizing."""
 
 from __future__ import annotations
 
@@ -14,17 +15,7 @@ import pytest
 
 from rollup.cli import main
 from rollup.cli.job import job_argv
-from rollup.config import Settings, load_settings
-from rollup.errors import ConfigError, EngineError
-from rollup.sizing import (
-    BYTES_PER_TRADE,
-    MAX_SHUFFLE_PARTITION_BYTES,
-    MIB,
-    Sizing,
-    suggest_sizing,
-    suggest_spark_conf,
-)
-from rollup.submit import (
+from rollup.deploy.submit import (
     JOB_SCRIPT,
     Submission,
     build_submission,
@@ -32,6 +23,16 @@ from rollup.submit import (
     parse_conf,
     read_properties,
     spark_submit_path,
+)
+from rollup.errors import ConfigError, EngineError
+from rollup.settings.config import Settings, load_settings
+from rollup.spark.sizing import (
+    BYTES_PER_TRADE,
+    MAX_SHUFFLE_PARTITION_BYTES,
+    MIB,
+    Sizing,
+    suggest_sizing,
+    suggest_spark_conf,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -434,8 +435,8 @@ def test_sizing_rejects_bad_numbers(trades, cores) -> None:
 def test_jobs_run_without_spark_submit(spark, tables, warehouse: Path, tmp_path: Path,
                                        monkeypatch) -> None:
     """Run with plain python, a job reuses (or starts) a local session, like the CLI."""
-    from rollup.ingest import ingest_file
-    from rollup.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.adapters.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.ingestion.batch import ingest_file
 
     files = write_trades_parquet(synthetic_trades(400, symbols=2), tmp_path / "trades")
     ingest_file(tables, files[0])

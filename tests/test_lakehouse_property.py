@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
 from rollup.adapters import TRADES_SCHEMA
-from rollup.ingest import ingest_file
-from rollup.maintenance import maintain
-from rollup.retention import enforce_retention
-from rollup.runner import run_cascade, run_level
-from rollup.tables import Tables
+from rollup.incremental.retention import enforce_retention
+from rollup.incremental.runner import run_cascade, run_level
+from rollup.ingestion.batch import ingest_file
+from rollup.operations.maintenance import maintain
+from rollup.storage.tables import Tables
 from rollup.timeframes import Dag
 from tests.oracle import assert_matches_oracle
 
@@ -284,7 +284,7 @@ def test_any_sequence_of_lakehouse_operations_ends_exact(spark, ops) -> None:  #
 
 def assert_exact_and_checked(tables: Tables) -> None:
     """Every level equals the oracle, and `rollup check` (every quality check) passes."""
-    from rollup.quality import run_checks
+    from rollup.operations.quality import run_checks
 
     assert_matches_oracle(tables)
     failed = [r.as_json() for r in run_checks(tables) if not r.passed]

@@ -11,8 +11,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from rollup.adapters.lean import read_lean_minute_bars, read_lean_trades
-from rollup.plans import Rollup
 from rollup.timeframes import Dag
+from rollup.transforms.bars import Rollup
 from tests.oracle import Trade, collect_bars, compare_level, oracle_bars
 
 pytestmark = pytest.mark.spark

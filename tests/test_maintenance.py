@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from rollup.errors import ConfigError, InputError
-from rollup.maintenance import Cleanup, FileCounts, MaintenanceResult, file_counts, maintain
+from rollup.operations.maintenance import (
+    Cleanup,
+    FileCounts,
+    MaintenanceResult,
+    file_counts,
+    maintain,
+)
 from tests.helpers import append_trades, assert_exact
 
 SYMBOLS = ("BTC", "ETH")
@@ -88,7 +94,7 @@ def _bars(tables: Any) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
 
 
 def _table_snapshots(tables: Any) -> dict[str, int | None]:
-    from rollup.state import current_snapshot
+    from rollup.storage.state import current_snapshot
 
     names = [tables.trades_table, *[lv.table for lv in tables.dag.order()]]
     return {name: current_snapshot(tables.spark, tables.name(name)) for name in names}
@@ -100,8 +106,8 @@ def busy(spark: Any) -> Iterator[Any]:
     and (from the 1m MERGE) delete files."""
     import uuid
 
-    from rollup.runner import run_cascade
-    from rollup.tables import Tables
+    from rollup.incremental.runner import run_cascade
+    from rollup.storage.tables import Tables
 
     tables = Tables(spark, "rollup", f"m_{uuid.uuid4().hex[:8]}")
     tables.create_all()
@@ -128,14 +134,14 @@ def test_dry_run_changes_nothing(busy: Any) -> None:
     assert trades.dry_run and trades.before == trades.after
     assert trades.before.data_files >= 4
     assert trades.snapshots  # what expiry would remove is listed ...
-    from rollup.state import snapshots as table_snapshots
+    from rollup.storage.state import snapshots as table_snapshots
 
     assert set(trades.snapshots) <= set(table_snapshots(busy.spark, busy.trades))  # ... kept
 
 
 @pytest.mark.spark
 def test_maintain_compacts_and_keeps_bars_and_positions(busy: Any) -> None:
-    from rollup.runner import run_cascade
+    from rollup.incremental.runner import run_cascade
 
     bars = _bars(busy)
     m1 = file_counts(busy, busy.bars("1m"))

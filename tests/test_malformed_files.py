@@ -16,8 +16,8 @@ import pytest
 
 from rollup.cli import main
 from rollup.errors import InputError
-from rollup.ingest import ingest_file
-from rollup.tables import REJECTED_TABLE, Tables
+from rollup.ingestion.batch import ingest_file
+from rollup.storage.tables import REJECTED_TABLE, Tables
 
 pytestmark = pytest.mark.spark
 

@@ -129,8 +129,8 @@ def test_level_horizon(name: str, chain: list, horizon: datetime | None) -> None
 def test_oracle_agrees_with_the_cascade_on_tricky_trades(spark) -> None:  # type: ignore[no-untyped-def]
     from hypothesis import HealthCheck, given, settings
 
-    from rollup.runner import run_cascade
-    from rollup.tables import Tables
+    from rollup.incremental.runner import run_cascade
+    from rollup.storage.tables import Tables
     from tests.helpers import append_trades
     from tests.oracle import assert_matches_oracle
     from tests.strategies import trade_rows
@@ -151,7 +151,7 @@ def test_oracle_agrees_with_the_cascade_on_tricky_trades(spark) -> None:  # type
 
 @pytest.mark.spark
 def test_oracle_catches_wrong_missing_and_extra_bars(tables) -> None:  # type: ignore[no-untyped-def]
-    from rollup.runner import run_cascade
+    from rollup.incremental.runner import run_cascade
     from tests.helpers import append_trades
     from tests.oracle import assert_matches_oracle
 

@@ -14,19 +14,19 @@ from typing import Any
 
 import pytest
 
-from rollup import report
-from rollup.catalog_conf import session_spark_conf
-from rollup.catalogs import CatalogConfig
 from rollup.cli import main
-from rollup.config import Settings, load_settings
-from rollup.errors import ConfigError, TimeframeError
-from rollup.orchestration import (
+from rollup.deploy import report
+from rollup.deploy.orchestration import (
     artifact_key,
     deployment_specs,
     flow_parameters,
     level_slot,
     submit_command,
 )
+from rollup.errors import ConfigError, TimeframeError
+from rollup.settings.catalogs import CatalogConfig
+from rollup.settings.config import Settings, load_settings
+from rollup.spark.catalog_conf import session_spark_conf
 from rollup.timeframes import Dag
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,11 +221,11 @@ def test_local_server_environment_is_loopback_sqlite_without_telemetry(
 
 def test_flows_are_a_library_module_loaded_without_touching_sys_path() -> None:
     pytest.importorskip("prefect")
-    from rollup.orchestration import load_flows
+    from rollup.deploy.orchestration import load_flows
 
     before = list(sys.path)
     flows = load_flows()
-    assert flows.__name__ == "rollup.flows" and sys.path == before
+    assert flows.__name__ == "rollup.deploy.flows" and sys.path == before
     import importlib
 
     thin = importlib.import_module("runpy").run_path(str(ROOT / "flows" / "rollup_flows.py"))
@@ -239,7 +239,7 @@ def test_flows_are_a_library_module_loaded_without_touching_sys_path() -> None:
 
 def test_prefect_deployments_carry_cron_utc_tags_parameters_and_limits() -> None:
     pytest.importorskip("prefect")
-    from rollup.orchestration import load_flows
+    from rollup.deploy.orchestration import load_flows
 
     settings = Settings(warehouse="/wh", namespace="crypto")
     specs = deployment_specs(settings)

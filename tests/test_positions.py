@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from rollup.iceberg import Snapshot
-from rollup.state import BASE, POSITION, ancestry, earlier, resolve_position
+from rollup.storage.iceberg import Snapshot
+from rollup.storage.state import BASE, POSITION, ancestry, earlier, resolve_position
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -83,7 +83,7 @@ def test_forced_interleaving_of_two_runs_of_a_merge_level(tables) -> None:  # ty
     """A stale run commits after a fresh one: the position must not claim the fresh input."""
     from pyspark.sql import functions as F
 
-    from rollup.runner import execute_plan, plan_level, run_cascade, run_level
+    from rollup.incremental.runner import execute_plan, plan_level, run_cascade, run_level
     from tests.helpers import append_trades, assert_exact
 
     day = datetime(2024, 3, 4, 10, tzinfo=UTC)
@@ -111,7 +111,7 @@ def test_forced_interleaving_of_two_runs_of_a_merge_level(tables) -> None:  # ty
 @pytest.mark.spark
 def test_forced_interleaving_of_two_runs_of_an_overwrite_level(tables) -> None:  # type: ignore[no-untyped-def]
     """The stale run's partition overwrite is rejected: another run changed the partition."""
-    from rollup.runner import execute_plan, plan_level, run_cascade, run_level
+    from rollup.incremental.runner import execute_plan, plan_level, run_cascade, run_level
     from tests.helpers import append_trades, assert_exact
 
     day = datetime(2024, 3, 4, 10, tzinfo=UTC)
@@ -136,8 +136,8 @@ def test_a_spark_failure_is_one_line_naming_the_level(tables) -> None:  # type: 
     from pathlib import Path
 
     from rollup.errors import LevelRunError
-    from rollup.iceberg import Table
-    from rollup.runner import run_level
+    from rollup.incremental.runner import run_level
+    from rollup.storage.iceberg import Table
     from tests.helpers import append_trades
 
     day = datetime(2024, 3, 4, 10, tzinfo=UTC)

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from rollup.quality import CHECKS, NAMES, CheckResult, Freshness, check_name, freshness_result
+from rollup.operations.quality import (
+    CHECKS,
+    NAMES,
+    CheckResult,
+    Freshness,
+    check_name,
+    freshness_result,
+)
 
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
@@ -63,7 +70,7 @@ def test_check_result_json_names_keys_in_utc() -> None:
 
 def test_checks_are_functions_named_after_what_they_check() -> None:
     from rollup.errors import InputError
-    from rollup.quality import run_checks
+    from rollup.operations.quality import run_checks
 
     assert NAMES == ("price", "vwap", "volume", "alignment", "unique", "reconcile", "freshness")
     assert [check_name(c) for c in CHECKS] == list(NAMES) and all(map(callable, CHECKS))
@@ -77,8 +84,8 @@ def test_checks_are_functions_named_after_what_they_check() -> None:
 
 def append_trades(tables: Any, arrow: Any) -> None:
     """Append a trades-frame pyarrow table to the trades table (bypassing ingest)."""
-    from rollup.bar import FEED_NAMES, TRADE_COLUMNS
-    from rollup.schema import spark_schema
+    from rollup.specs.bar import FEED_NAMES, TRADE_COLUMNS
+    from rollup.specs.columns import spark_schema
 
     stamps = (None,) * (len(TRADE_COLUMNS) - len(FEED_NAMES))  # ingested_at, trade_ref
     rows = [(*[r[n] for n in FEED_NAMES], *stamps) for r in arrow.to_pylist()]
@@ -87,7 +94,7 @@ def append_trades(tables: Any, arrow: Any) -> None:
 
 
 def new_tables(spark: Any, dag: Any = None) -> Any:
-    from rollup.tables import Tables
+    from rollup.storage.tables import Tables
     from rollup.timeframes import Dag
 
     namespace = f"q_{uuid.uuid4().hex[:8]}"
@@ -97,8 +104,8 @@ def new_tables(spark: Any, dag: Any = None) -> Any:
 
 
 def cascade(spark: Any, n: int = 400, symbols: int = 4, days: int = 2) -> Any:
-    from rollup.runner import run_cascade
-    from rollup.synthetic import synthetic_trades
+    from rollup.adapters.synthetic import synthetic_trades
+    from rollup.incremental.runner import run_cascade
 
     tables = new_tables(spark)
     append_trades(tables, synthetic_trades(n, symbols=symbols, day=T0.date(), days=days))
@@ -131,8 +138,8 @@ def test_row_invariants_on_handmade_bars(spark: Any) -> None:
     """Each invariant flags exactly the bars breaking it; zero-volume bars are legitimate."""
     from pyspark.sql import functions as F
 
-    from rollup.quality import row_violations
-    from rollup.schema import spark_schema
+    from rollup.operations.quality import row_violations
+    from rollup.specs.columns import spark_schema
     from rollup.timeframes import Timeframe
 
     def bar(name: str, **kw: Any) -> tuple[Any, ...]:
@@ -176,7 +183,7 @@ def test_row_invariants_on_handmade_bars(spark: Any) -> None:
 
 @pytest.mark.spark
 def test_clean_cascade_passes_every_check(clean: Any) -> None:
-    from rollup.quality import run_checks
+    from rollup.operations.quality import run_checks
 
     results = run_checks(clean)
     assert [(r.timeframe, r.check) for r in results] == [
@@ -190,7 +197,7 @@ def test_clean_cascade_passes_every_check(clean: Any) -> None:
 @pytest.mark.spark
 def test_planted_violations_are_found_exactly(spark: Any, scratch: Any, warehouse: Any) -> None:
     """Write bad 1d rows directly; each check reports exactly the planted keys."""
-    from rollup.quality import run_checks
+    from rollup.operations.quality import run_checks
 
     tables = scratch
     table = tables.bars("1d")
@@ -255,9 +262,9 @@ def test_planted_violations_are_found_exactly(spark: Any, scratch: Any, warehous
 
 @pytest.mark.spark
 def test_freshness_reports_lag_of_unrun_levels(scratch: Any) -> None:
-    from rollup.quality import run_checks
-    from rollup.runner import run_cascade
-    from rollup.synthetic import synthetic_trades
+    from rollup.adapters.synthetic import synthetic_trades
+    from rollup.incremental.runner import run_cascade
+    from rollup.operations.quality import run_checks
 
     tables = scratch
     later = synthetic_trades(20, symbols=1, day=date(2024, 1, 4), seed=7)
@@ -336,8 +343,8 @@ DAMAGE: dict[str, tuple[Any, bool, dict[str, Any]]] = {
 def test_each_check_fails_alone_on_a_table_damaged_for_it(spark: Any) -> None:
     """On a 1m -> 1d DAG whose 1d bars each have one child, every check in CHECKS has a
     damage that makes exactly that check fail on 1d (a new check needs one in DAMAGE)."""
-    from rollup.quality import run_checks
-    from rollup.runner import run_cascade
+    from rollup.incremental.runner import run_cascade
+    from rollup.operations.quality import run_checks
     from rollup.timeframes import Dag
     from tests.helpers import append_trades as append_rows
 

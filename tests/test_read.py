@@ -1,4 +1,5 @@
-"""Tests for rollup.read: bars through pyiceberg (no JVM) equal `rollup bars`; gap filling."""
+"""Tests for rollup.readers.read: bars through pyiceberg (no JVM) equal `rollup bars`; gap
+filling."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import pyarrow as pa
 import pytest
 
 from rollup.errors import ConfigError, InputError, TimeframeError
-from rollup.export import write_frame
-from rollup.read import (
+from rollup.readers.export import write_frame
+from rollup.readers.read import (
     bar_filter,
     fill_gap_frame,
     metadata_location,
@@ -67,9 +68,9 @@ def _append_trades(tables: Any, trades: pa.Table) -> None:
 def bars_env(spark: Any, warehouse: Path) -> dict[str, Any]:
     """A namespace with two days of sparse synthetic trades for three symbols, rolled up twice
     (the second run merges late trades, so the 1m table has merge-on-read delete files)."""
-    from rollup.runner import run_cascade
-    from rollup.synthetic import synthetic_trades
-    from rollup.tables import Tables
+    from rollup.adapters.synthetic import synthetic_trades
+    from rollup.incremental.runner import run_cascade
+    from rollup.storage.tables import Tables
 
     ns = f"t_{uuid.uuid4().hex[:8]}"
     tables = Tables(spark, CATALOG, ns)
@@ -331,7 +332,7 @@ def test_fill_gap_frame_weekly_alignment() -> None:
 
 
 def test_read_module_imports_no_pyspark() -> None:
-    code = ("import sys, rollup, rollup.read, rollup.charts; "
+    code = ("import sys, rollup, rollup.readers.read, rollup.readers.charts; "
             "print(json.dumps('pyspark' in sys.modules))")
     done = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True,
                           text=True, timeout=120, check=True)
@@ -339,8 +340,8 @@ def test_read_module_imports_no_pyspark() -> None:
 
 
 def test_pyiceberg_properties_for_rest_and_s3() -> None:
-    from rollup.catalogs import load_catalog_config
-    from rollup.read import pyiceberg_properties
+    from rollup.readers.read import pyiceberg_properties
+    from rollup.settings.catalogs import load_catalog_config
 
     section = {"type": "rest", "uri": "http://127.0.0.1:8181", "scope": "catalog",
                "s3": {"endpoint": "http://127.0.0.1:9000", "path_style_access": True}}

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rollup.retention import (
+from rollup.incremental.retention import (
     ceil_to_grid,
     ceil_to_partition,
     clip_ranges,
@@ -116,7 +116,7 @@ def append_trades(tables: Any, arrow: Any) -> None:
 
 
 def new_tables(spark: Any, dag: Dag) -> Any:
-    from rollup.tables import Tables
+    from rollup.storage.tables import Tables
 
     tables = Tables(spark, "rollup", f"r_{uuid.uuid4().hex[:8]}", dag)
     tables.create_all()
@@ -161,8 +161,8 @@ EXPECTED_DROPS = {
 @pytest.fixture(scope="module")
 def retained(spark: Any) -> Any:
     """Six days of trades, a full cascade, one planted orphan file; retention not yet run."""
-    from rollup.runner import run_cascade
-    from rollup.synthetic import synthetic_trades
+    from rollup.adapters.synthetic import synthetic_trades
+    from rollup.incremental.runner import run_cascade
 
     dag = Dag.standard()
     for tf, days in RETENTION.items():
@@ -179,7 +179,7 @@ def test_dry_run_lists_exactly_and_changes_nothing(
     retained: Any, warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from rollup.cli import main
-    from rollup.retention import enforce_retention
+    from rollup.incremental.retention import enforce_retention
 
     tables = retained
     before = {tf: partitions(tables, tf) for tf in RETENTION}
@@ -220,10 +220,10 @@ def test_dry_run_lists_exactly_and_changes_nothing(
 def test_retention_drops_expired_partitions_expires_snapshots_and_orphans(
     retained: Any, warehouse: Path
 ) -> None:
-    from rollup import state
-    from rollup.quality import run_checks
-    from rollup.retention import RETAINED_FROM, enforce_retention
-    from rollup.runner import run_cascade
+    from rollup.incremental.retention import RETAINED_FROM, enforce_retention
+    from rollup.incremental.runner import run_cascade
+    from rollup.operations.quality import run_checks
+    from rollup.storage import state
 
     tables = retained
     spark = tables.spark
@@ -275,11 +275,11 @@ def test_late_trade_for_expired_period_keeps_coarse_bars_exact(
     spark: Any, tmp_path: Path
 ) -> None:
     """The issue's scenario with the standard retention (1m 90 days, 5m 180 days)."""
-    from rollup.ingest import ingest_file
-    from rollup.quality import run_checks
-    from rollup.retention import enforce_retention
-    from rollup.runner import backfill, run_cascade
-    from rollup.synthetic import synthetic_trades
+    from rollup.adapters.synthetic import synthetic_trades
+    from rollup.incremental.retention import enforce_retention
+    from rollup.incremental.runner import backfill, run_cascade
+    from rollup.ingestion.batch import ingest_file
+    from rollup.operations.quality import run_checks
 
     tables = new_tables(spark, Dag.standard())
     old_day, recent_day, now = date(2024, 1, 2), date(2024, 6, 28), utc(2024, 7, 1)
@@ -335,7 +335,7 @@ def test_late_trade_for_expired_period_keeps_coarse_bars_exact(
 @pytest.mark.spark
 def test_retention_rejects_unsafe_settings(retained: Any) -> None:
     from rollup.errors import InputError
-    from rollup.retention import enforce_retention
+    from rollup.incremental.retention import enforce_retention
 
     with pytest.raises(InputError, match="orphan age"):
         enforce_retention(retained, now=NOW, dry_run=True, orphan_age=timedelta(hours=1))

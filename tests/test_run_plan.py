@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from rollup.changes import Touched
 from rollup.cli import main
 from rollup.errors import InputError
-from rollup.planning import LevelPlan, after_level_below, partitions_in
-from rollup.runner import execute_plan
+from rollup.incremental.changes import Touched
+from rollup.incremental.planning import LevelPlan, after_level_below, partitions_in
+from rollup.incremental.runner import execute_plan
 from rollup.timeframes import Dag
 
 DAG = Dag.standard()
@@ -114,7 +114,7 @@ def trades(start: datetime, n: int, first_id: int, step: int = 137) -> list[tupl
 
 def table_state(tables: Any) -> dict[str, tuple[int | None, dict[str, str]]]:
     """Every table of the namespace: its current snapshot and its properties."""
-    from rollup import state
+    from rollup.storage import state
 
     names = [r.tableName for r in tables.spark.sql(
         f"SHOW TABLES IN {tables.catalog}.{tables.namespace}").collect()]
@@ -141,8 +141,8 @@ def test_dry_run_commits_nothing_and_the_run_does_what_it_showed(  # type: ignor
 ) -> None:
     from pyspark.sql import functions as F
 
-    from rollup.runner import run_cascade
-    from rollup.times import from_micros
+    from rollup.incremental.runner import run_cascade
+    from rollup.specs.times import from_micros
 
     def cli(*args: str) -> str:
         code = main(["--warehouse", str(warehouse), "--catalog", "rollup",
@@ -194,10 +194,10 @@ def append_trades(tables: Any, rows: list[tuple[Any, ...]]) -> None:
 def test_a_calendar_level_is_refused_before_anything_is_written(spark, namespace) -> None:  # type: ignore[no-untyped-def]
     """Calendar levels are specified (issue #15) but not built yet: a run says so up front."""
     from rollup.errors import TimeframeError
-    from rollup.planning import plan_cascade
-    from rollup.runner import backfill, run_cascade
-    from rollup.state import current_snapshot
-    from rollup.tables import Tables
+    from rollup.incremental.planning import plan_cascade
+    from rollup.incremental.runner import backfill, run_cascade
+    from rollup.storage.state import current_snapshot
+    from rollup.storage.tables import Tables
     from rollup.timeframes import Dag
 
     dag = Dag.from_spec({"1m": None, "5m": "1m", "30m": "5m", "1h": "30m",

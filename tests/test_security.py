@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from rollup.cli import main
-from rollup.secrets import (
+from rollup.settings.secrets import (
     MASK,
     SECRET_KEY_PATTERN,
     RedactingFilter,
@@ -25,7 +25,7 @@ from rollup.secrets import (
     redacted_repr,
     secret_env_values,
 )
-from rollup.tables import REJECTED_TABLE, Tables
+from rollup.storage.tables import REJECTED_TABLE, Tables
 
 PAYLOADS = [
     "x' OR '1'='1",
@@ -64,8 +64,9 @@ def test_redact_mapping_nested() -> None:
 
 
 # One pattern for every key that names a secret: the environment variables, TOML keys and
-# Spark/Iceberg conf keys that either former redaction system (rollup.secrets and the one in
-# rollup.catalogs) treated as secret.
+# Spark/Iceberg conf keys that either former redaction system (rollup.settings.secrets and the one
+# in
+# rollup.settings.catalogs) treated as secret.
 SECRET_KEYS = [
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "ROLLUP_CATALOG_TOKEN",
     "ROLLUP_CATALOG_CREDENTIAL", "ROLLUP_S3_ACCESS_KEY_ID", "ROLLUP_S3_SECRET_ACCESS_KEY",
@@ -114,7 +115,7 @@ def test_one_marker_everywhere() -> None:
 
 
 def test_catalogs_has_no_redaction_of_its_own() -> None:
-    import rollup.catalogs as catalogs
+    import rollup.settings.catalogs as catalogs
 
     assert "redact" not in catalogs.__all__ and "is_secret_key" not in catalogs.__all__
     assert not hasattr(catalogs, "REDACTED") and not hasattr(catalogs, "REDACTION_REGEX")
@@ -134,8 +135,8 @@ def test_log_filter_masks_env_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def populated(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tables]:
     """A namespace with trades, a quarantined row and 1m bars."""
-    from rollup.ingest import ingest_file
-    from rollup.runner import run_cascade
+    from rollup.incremental.runner import run_cascade
+    from rollup.ingestion.batch import ingest_file
 
     tables = Tables(spark, "rollup", f"sec_{uuid.uuid4().hex[:8]}")
     tables.create_all()
@@ -220,7 +221,7 @@ def test_injection_in_name_options_is_refused(populated: Tables, warehouse: Path
 
 @pytest.mark.spark
 def test_file_name_payload_is_just_a_name(populated: Tables, tmp_path: Path) -> None:
-    from rollup.ingest import ingest_file
+    from rollup.ingestion.batch import ingest_file
 
     before = state(populated)
     path = tmp_path / "x'; DROP TABLE trades; --[1]*.csv"

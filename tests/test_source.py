@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from rollup.config import load_settings
 from rollup.errors import ConfigError
-from rollup.runner import run_cascade
-from rollup.source import TradeSource
-from rollup.tables import Tables
+from rollup.incremental.runner import run_cascade
+from rollup.settings.config import load_settings
+from rollup.storage.tables import Tables
+from rollup.transforms.source import TradeSource
 from tests.helpers import assert_exact
 
 pytestmark = pytest.mark.spark

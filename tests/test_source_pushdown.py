@@ -2,7 +2,7 @@
 
 Bars are compared with the independent oracle (tests/oracle.py) of the deduplicated trades,
 computed here in Python: each (exchange, symbol, trade_id) keeps its valid delivery with the
-smallest (ts, price, quantity), as `rollup.source.dedupe_trades` documents.
+smallest (ts, price, quantity), as `rollup.transforms.source.dedupe_trades` documents.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from rollup.plans import Rollup
-from rollup.runner import plan_level, planned_bars, run_cascade
-from rollup.source import TradeSource, merge_intervals
-from rollup.tables import Tables
+from rollup.incremental.runner import plan_level, planned_bars, run_cascade
+from rollup.storage.tables import Tables
 from rollup.timeframes import Dag
+from rollup.transforms.bars import Rollup
+from rollup.transforms.source import TradeSource, merge_intervals
 from tests.oracle import Trade, compare_level, from_micros, oracle_bars, read_stored
 from tests.test_source import micros, seed_source
 
@@ -315,7 +315,7 @@ def test_window_ranges_are_what_the_plan_reads() -> None:
 
 
 def test_spans_cut_ranges_at_the_horizon() -> None:
-    from rollup.tables import spans
+    from rollup.storage.tables import spans
 
     h = DAY + timedelta(hours=1)
     two = DAY + timedelta(hours=2)

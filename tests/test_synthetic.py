@@ -16,13 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rollup.adapters import PRICE_TYPE, QUANTITY_TYPE, TRADES_SCHEMA
-from rollup.errors import ConfigError
-from rollup.synthetic import (
+from rollup.adapters.synthetic import (
     SYMBOL_PROFILES,
     _decimal_from_units,
     synthetic_trades,
     write_trades_parquet,
 )
+from rollup.errors import ConfigError
 
 N = 50_000
 
@@ -51,7 +51,7 @@ def test_schema_and_count(table: pa.Table) -> None:
 
 
 def test_schema_agrees_with_the_bar_module_trade_columns() -> None:
-    bar = pytest.importorskip("rollup.bar")
+    bar = pytest.importorskip("rollup.specs.bar")
     types = {"string": pa.string(), "long": pa.int64(), "timestamp": TRADES_SCHEMA.field("ts").type}
     columns = {c.name: c for c in bar.TRADE_COLUMNS}
     for field in TRADES_SCHEMA:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rollup.bar import BAR_COLUMNS, FEED_COLUMNS, TRADE_COLUMNS
-from rollup.schema import arrow_schema, iceberg_schema, spark_schema, spark_type
-from rollup.tables import TABLE_PROPERTIES
+from rollup.specs.bar import BAR_COLUMNS, FEED_COLUMNS, TRADE_COLUMNS
+from rollup.specs.columns import arrow_schema, iceberg_schema, spark_schema, spark_type
+from rollup.storage.tables import TABLE_PROPERTIES
 
 pytestmark = pytest.mark.spark
 

@@ -135,6 +135,6 @@ def test_parse_dag_and_replace_policy() -> None:
 def test_timeframes_package_does_not_import_pyspark() -> None:
     import subprocess
 
-    code = ("import sys, rollup.timeframes, rollup.bar, rollup\n"
+    code = ("import sys, rollup.timeframes, rollup.specs.bar, rollup\n"
             "assert 'pyspark' not in sys.modules, sorted(m for m in sys.modules if 'spark' in m)")
     subprocess.run([sys.executable, "-c", code], check=True)

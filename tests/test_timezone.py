@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pyspark.sql import functions as F
 
-from rollup import state
-from rollup.runner import run_cascade
-from rollup.status import level_status
-from rollup.times import from_micros, from_spark
+from rollup.incremental.runner import run_cascade
+from rollup.operations.status import level_status
+from rollup.specs.times import from_micros, from_spark
+from rollup.storage import state
 from tests.helpers import append_trades, assert_exact
 from tests.test_cascade import DAY, day_trades
 

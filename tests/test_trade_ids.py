@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from rollup.ingest import ingest_file
-from rollup.runner import run_cascade
-from rollup.tables import Tables
-from rollup.trade_ids import TradeIds
+from rollup.incremental.runner import run_cascade
+from rollup.ingestion.batch import ingest_file
+from rollup.specs.trade_ids import TradeIds
+from rollup.storage.tables import Tables
 from tests.oracle import Trade, compare_level, oracle_bars, read_stored
 
 pytestmark = pytest.mark.spark
@@ -171,7 +171,7 @@ def test_external_source_with_its_own_id_scheme(tables: Tables, ids: str) -> Non
     import attrs
     from pyspark.sql import functions as F
 
-    from rollup.source import TradeSource
+    from rollup.transforms.source import TradeSource
 
     spark = tables.spark
     raw = f"{tables.catalog}.{tables.namespace}.feed"
@@ -200,7 +200,7 @@ def test_external_source_with_its_own_id_scheme(tables: Tables, ids: str) -> Non
 
 def test_source_refuses_the_none_scheme() -> None:
     from rollup.errors import ConfigError
-    from rollup.source import TradeSource
+    from rollup.transforms.source import TradeSource
 
     with pytest.raises(ConfigError, match="invalid trade_ids 'none' in \\[source\\]"):
         TradeSource.from_config({"table": "a.b.c", "trade_ids": "none"})

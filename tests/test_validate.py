@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from rollup import validate as V
-from rollup.bar import FEED_NAMES
 from rollup.errors import ConfigError, InputError
+from rollup.specs.bar import FEED_NAMES
+from rollup.transforms import validate as V
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 GOOD = {"exchange": "X", "symbol": "BTC-USD", "trade_id": "1", "ts": "2024-01-02T00:00:01Z",

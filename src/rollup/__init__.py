@@ -8,26 +8,26 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from rollup.bar import Bar
 from rollup.errors import RollupError
+from rollup.specs.bar import Bar
 from rollup.timeframes import Dag, Level, Timeframe
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "connect": "rollup.session",
-    "Settings": "rollup.config",
-    "load_settings": "rollup.config",
-    "Tables": "rollup.tables",
-    "Rollup": "rollup.plans",
-    "run_cascade": "rollup.runner",
-    "run_level": "rollup.runner",
-    "backfill": "rollup.runner",
-    "ingest_file": "rollup.ingest",
-    "get_spark": "rollup.engine",
-    "read_bars": "rollup.read",
-    "read_bars_arrow": "rollup.read",
-    "plot": "rollup.charts",
+    "connect": "rollup.storage.session",
+    "Settings": "rollup.settings.config",
+    "load_settings": "rollup.settings.config",
+    "Tables": "rollup.storage.tables",
+    "Rollup": "rollup.transforms.bars",
+    "run_cascade": "rollup.incremental.runner",
+    "run_level": "rollup.incremental.runner",
+    "backfill": "rollup.incremental.runner",
+    "ingest_file": "rollup.ingestion.batch",
+    "get_spark": "rollup.spark.engine",
+    "read_bars": "rollup.readers.read",
+    "read_bars_arrow": "rollup.readers.read",
+    "plot": "rollup.readers.charts",
 }
 
 __all__ = ["Bar", "Dag", "Level", "RollupError", "Timeframe", "__version__", *_LAZY]

@@ -6,10 +6,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rollup.ingest import ingest_file
-from rollup.runner import Progress, run_cascade
-from rollup.synthetic import synthetic_trades, write_trades_parquet
-from rollup.tables import Tables
+from rollup.adapters.synthetic import synthetic_trades, write_trades_parquet
+from rollup.incremental.runner import Progress, run_cascade
+from rollup.ingestion.batch import ingest_file
+from rollup.storage.tables import Tables
 
 
 def run_demo(tables: Tables, *, trades: int = 200_000, symbols: int = 5,

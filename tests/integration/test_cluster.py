@@ -174,9 +174,9 @@ def _report(phase: str, began: float) -> None:
 
 def test_cluster_bars_equal_the_oracle(cluster: Cluster, spark, warehouse: Path,
                                        tmp_path: Path) -> None:
-    from rollup.ingest import ingest_file
-    from rollup.synthetic import synthetic_trades, write_trades_parquet
-    from rollup.tables import Tables
+    from rollup.adapters.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.ingestion.batch import ingest_file
+    from rollup.storage.tables import Tables
 
     files = write_trades_parquet(synthetic_trades(1500, symbols=2, days=2), tmp_path / "trades")
     suffix = uuid.uuid4().hex[:6]

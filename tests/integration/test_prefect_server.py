@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from rollup.orchestration import rollup_command
+from rollup.deploy.orchestration import rollup_command
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("prefect")
@@ -117,8 +117,8 @@ def _deployment(api: str, name: str) -> dict[str, Any] | None:
 @pytest.mark.spark
 def test_serve_runs_the_cascade_deployment_triggered_through_the_api(
         prefect_server: str, tables: Any, warehouse: Path, tmp_path: Path) -> None:
-    from rollup.ingest import ingest_file
-    from rollup.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.adapters.synthetic import synthetic_trades, write_trades_parquet
+    from rollup.ingestion.batch import ingest_file
 
     api = prefect_server
     ns = tables.namespace

@@ -12,7 +12,7 @@ Every adapter returns a table with exactly the columns of `TRADES_SCHEMA`, in th
 - ``quantity``  decimal128(20, 8), not null, >= 0
 - ``side``      string, nullable: "buy", "sell" or null
 
-`TRADES_SCHEMA` is derived from `rollup.bar.FEED_COLUMNS` (the trades table's columns without
+`TRADES_SCHEMA` is derived from `rollup.specs.bar.FEED_COLUMNS` (the trades table's columns without
 ``ingested_at`` and ``trade_ref``, which rollup stamps at ingestion).
 """
 

@@ -46,9 +46,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rollup.adapters.frame import PRICE_TYPE, QUANTITY_TYPE, TRADES_SCHEMA, TS_TYPE, VOLUME_TYPE
-from rollup.bar import BAR_COLUMNS
 from rollup.errors import ConfigError, InputError
-from rollup.schema import arrow_schema, columns_named
+from rollup.specs.bar import BAR_COLUMNS
+from rollup.specs.columns import arrow_schema, columns_named
 
 __all__ = [
     "LEAN_DATA_ENV",

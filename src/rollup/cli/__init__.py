@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from rollup.errors import RollupError
-from rollup.secrets import install_log_redaction, redact, secret_env_values
+from rollup.settings.secrets import install_log_redaction, redact, secret_env_values
 
 # Command modules, each with `register(subparsers)`; a module whose optional dependency
 # is not installed is skipped and its commands are simply absent.

@@ -1,4 +1,4 @@
-"""`rollup bench`: the benchmark suite (see docs/benchmarks.md and `rollup.bench`)."""
+"""`rollup bench`: the benchmark suite (see docs/benchmarks.md and `rollup.benchmarks.suite`)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def build_config(args: argparse.Namespace) -> Any:
     """The `BenchConfig` for the command's options (--quick first, explicit options on top)."""
     import attrs
 
-    from rollup.bench_common import BenchConfig, parse_count
+    from rollup.benchmarks.common import BenchConfig, parse_count
 
     config = BenchConfig.quick() if args.quick else BenchConfig()
     changes: dict[str, Any] = {}
@@ -83,8 +83,8 @@ def build_config(args: argparse.Namespace) -> Any:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pyspark.sql import SparkSession
 
-    from rollup.bench import run_benchmarks
-    from rollup.engine import get_spark
+    from rollup.benchmarks.suite import run_benchmarks
+    from rollup.spark.engine import get_spark
 
     config = build_config(args)
     settings = settings_from(args)
@@ -96,7 +96,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         scratch = tempfile.TemporaryDirectory(prefix="rollup-bench-warehouse-", dir=args.workdir)
         warehouse = scratch.name
     try:
-        from rollup.catalog_conf import session_spark_conf
+        from rollup.spark.catalog_conf import session_spark_conf
 
         progress("starting Spark with Iceberg ...")
         spark = get_spark(warehouse, catalog=settings.catalog,

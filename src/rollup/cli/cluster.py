@@ -43,8 +43,8 @@ def register(sub: Any) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from rollup.cli import build_parser
-    from rollup.sizing import suggest_spark_conf
-    from rollup.submit import build_submission, parse_conf
+    from rollup.deploy.submit import build_submission, parse_conf
+    from rollup.spark.sizing import suggest_spark_conf
 
     settings = settings_from(args)
     job = list(args.job)

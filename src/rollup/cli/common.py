@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rollup.config import Settings
-    from rollup.tables import Tables
+    from rollup.settings.config import Settings
+    from rollup.storage.tables import Tables
 
 
 def settings_from(args: argparse.Namespace,
@@ -20,7 +20,7 @@ def settings_from(args: argparse.Namespace,
         overrides: the command's flags, shaped like rollup.toml (e.g. ``{"quality":
             {"max_age": args.max_age}}``); None values are flags not given.
     """
-    from rollup.config import load_settings
+    from rollup.settings.config import load_settings
 
     return load_settings(args.config, warehouse=args.warehouse, catalog=args.catalog,
                          namespace=args.namespace, overrides=overrides)
@@ -30,7 +30,7 @@ def tables_from(args: argparse.Namespace, *, create: bool = True,
                 settings: Settings | None = None) -> Tables:
     """Start (or reuse) Spark and open the tables named by `settings` (default: the global
     options)."""
-    from rollup.session import connect
+    from rollup.storage.session import connect
 
     progress("starting Spark with Iceberg ...")
     return connect(settings=settings or settings_from(args), create=create)

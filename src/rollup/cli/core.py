@@ -72,7 +72,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from rollup.cli.common import settings_from
-    from rollup.ingest import ingest_files
+    from rollup.ingestion.batch import ingest_files
 
     settings = settings_from(args, {"ingest": {"trade_ids": args.trade_ids}})
     bounds = settings.ingest.time_bounds()
@@ -89,8 +89,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rollup.planning import plan_cascade
-    from rollup.runner import run_cascade
+    from rollup.incremental.planning import plan_cascade
+    from rollup.incremental.runner import run_cascade
 
     tables = tables_from(args)
     if args.timeframe:
@@ -119,8 +119,8 @@ def _result_json(result: Any) -> dict[str, Any]:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from rollup.runner import backfill
-    from rollup.times import parse_instant
+    from rollup.incremental.runner import backfill
+    from rollup.specs.times import parse_instant
 
     start, end = parse_instant(args.start, "start"), parse_instant(args.end, "end")
     tables = tables_from(args)
@@ -130,7 +130,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_bars(args: argparse.Namespace) -> int:
-    from rollup.export import select_bars, to_pandas_utc, write_frame
+    from rollup.readers.export import select_bars, to_pandas_utc, write_frame
 
     if args.format == "parquet" and not args.output:
         raise InputError("--format parquet needs --output FILE")
@@ -146,7 +146,7 @@ def cmd_bars(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rollup.status import level_status
+    from rollup.operations.status import level_status
 
     rows = level_status(tables_from(args))
     if args.json:

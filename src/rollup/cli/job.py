@@ -1,8 +1,9 @@
 """The one entry point of every spark-submit job: a `rollup` command run as a Spark job.
 
-The scripts in `jobs/` and the launcher that `rollup submit` writes (`rollup.submit.JOB_SCRIPT`)
+The scripts in `jobs/` and the launcher that `rollup submit` writes
+(`rollup.deploy.submit.JOB_SCRIPT`)
 only call `job_main`. It lives in the CLI package because it runs CLI commands; the library
-(`rollup.submit`) names it in the launcher text and never imports it.
+(`rollup.deploy.submit`) names it in the launcher text and never imports it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def job_main(argv: Sequence[str] | None = None, command: str | None = None) -> i
         return main(args)
     from pyspark.sql import SparkSession
 
-    from rollup.config import engine_from_environment
+    from rollup.settings.config import engine_from_environment
 
     spark = SparkSession.builder.getOrCreate()
     spark.sparkContext.setLogLevel(engine_from_environment().log_level)

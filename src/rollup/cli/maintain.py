@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
-    from rollup.maintenance import maintain
+    from rollup.operations.maintenance import maintain
 
     settings = settings_from(args, maintenance_flags(args))
     cleanup = settings.maintenance

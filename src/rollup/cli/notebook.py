@@ -46,9 +46,9 @@ def cmd_chart(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # files only, no display needed
 
-    from rollup.charts import candles, no_bars_message, save
     from rollup.cli.common import settings_from
-    from rollup.read import read_bars
+    from rollup.readers.charts import candles, no_bars_message, save
+    from rollup.readers.read import read_bars
 
     size = _size(args.size)
     if not 20 <= args.dpi <= 1200:

@@ -23,7 +23,7 @@ from rollup.cli.common import progress, settings_from
 from rollup.errors import ConfigError, OrchestrationError
 
 if TYPE_CHECKING:
-    from rollup.config import Settings
+    from rollup.settings.config import Settings
 
 DEFAULT_PORT = 4200
 SERVER_START_TIMEOUT = 90.0
@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 def cmd_deployments(args: argparse.Namespace) -> int:
     import attrs
 
-    from rollup.orchestration import deployment_specs
+    from rollup.deploy.orchestration import deployment_specs
 
     specs = deployment_specs(settings_from(args))
     if args.json:
@@ -66,7 +66,7 @@ def cmd_deployments(args: argparse.Namespace) -> int:
 
 def _config_path(args: argparse.Namespace) -> str | None:
     """The config file load_settings used, so flow runs read the same one."""
-    from rollup.config import config_path
+    from rollup.settings.config import config_path
 
     path = config_path(args.config)
     return str(Path(path).absolute()) if path else None
@@ -172,8 +172,8 @@ def served_settings(settings: Settings) -> Settings:
     parameter; a REST catalog's warehouse (a name or URI) is left as given."""
     import attrs
 
-    from rollup.catalogs import HADOOP
-    from rollup.config import warehouse_location
+    from rollup.settings.catalogs import HADOOP
+    from rollup.settings.config import warehouse_location
 
     if settings.iceberg.type != HADOOP:
         return settings
@@ -181,7 +181,12 @@ def served_settings(settings: Settings) -> Settings:
 
 
 def _serve(args: argparse.Namespace, url: str) -> int:
-    from rollup.orchestration import deployment_specs, flow_parameters, level_slots, load_flows
+    from rollup.deploy.orchestration import (
+        deployment_specs,
+        flow_parameters,
+        level_slots,
+        load_flows,
+    )
 
     settings = served_settings(settings_from(args))
     specs = deployment_specs(settings)

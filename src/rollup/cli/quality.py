@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from rollup.quality import run_checks, summary
+    from rollup.operations.quality import run_checks, summary
 
     settings = settings_from(args, {"quality": {"max_age": args.max_age,
                                                 "max_lag": args.max_lag}})
@@ -67,8 +67,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from rollup.retention import enforce_retention
-    from rollup.times import parse_instant
+    from rollup.incremental.retention import enforce_retention
+    from rollup.specs.times import parse_instant
 
     settings = settings_from(args, maintenance_flags(args))
     now = parse_instant(args.now, "--now") if args.now else None

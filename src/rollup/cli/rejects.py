@@ -7,7 +7,7 @@ from typing import Any
 
 from rollup.cli.common import tables_from
 from rollup.errors import InputError
-from rollup.export import FORMATS
+from rollup.readers.export import FORMATS
 
 
 def register(sub: Any) -> None:
@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
-    from rollup.export import select_rejects, to_pandas_utc, write_frame
+    from rollup.readers.export import select_rejects, to_pandas_utc, write_frame
 
     if args.limit is not None and args.limit < 0:  # before Spark starts
         raise InputError(f"invalid --limit {args.limit}: expected a number >= 0")

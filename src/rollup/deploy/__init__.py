@@ -1,0 +1,1 @@
+"""Deployment: spark-submit jobs, Prefect deployments and their reports."""

@@ -1,0 +1,1 @@
+"""The incremental runner: change detection, level plans and their execution."""

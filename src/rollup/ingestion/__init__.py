@@ -1,0 +1,1 @@
+"""Ingest of trade files into the trades table, exactly once."""

@@ -1,0 +1,1 @@
+"""Operations on stored tables: quality checks, retention, maintenance, status."""

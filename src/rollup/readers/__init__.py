@@ -1,0 +1,1 @@
+"""Reading bars and rejects out of the warehouse: frames, charts, exports."""

@@ -1,0 +1,1 @@
+"""Configuration: the typed settings, catalogs and secrets (no Spark, no side effects)."""

@@ -1,0 +1,1 @@
+"""The Spark runtime: jars, the session, sizing and error translation."""

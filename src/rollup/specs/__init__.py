@@ -1,0 +1,1 @@
+"""Pure specifications: bars, columns, identifiers, times, trade-id schemes (no Spark)."""

@@ -1,0 +1,1 @@
+"""Iceberg tables: names and DDL, sinks, positions and snapshot metadata."""

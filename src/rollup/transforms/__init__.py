@@ -1,0 +1,1 @@
+"""Plan builders that return DataFrames: bars, validation, external sources."""
