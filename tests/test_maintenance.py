@@ -12,12 +12,12 @@ import pytest
 
 from rollup.errors import ConfigError, InputError
 from rollup.operations.maintenance import (
-    Cleanup,
     FileCounts,
     MaintenanceResult,
     file_counts,
     maintain,
 )
+from rollup.settings.config import MaintenanceConfig, load_settings
 from tests.helpers import append_trades, assert_exact
 
 SYMBOLS = ("BTC", "ETH")
@@ -26,22 +26,31 @@ SYMBOLS = ("BTC", "ETH")
 # ---------------------------------------------------------------- pure
 
 
-def test_cleanup_reads_the_maintenance_section_and_the_command_line_wins() -> None:
-    section = {"snapshot_age_days": 2, "retain_last": 3, "orphan_age_days": 4.5}
-    assert Cleanup.from_section(section) == Cleanup(timedelta(days=2), 3, timedelta(days=4.5))
-    assert Cleanup.from_section(section, snapshot_age_days=0, retain_last=1).snapshot_age == \
-        timedelta(0)
-    assert Cleanup.from_section({}) == Cleanup()
+def _maintenance(tmp_path: Path, section: str, **flags: Any) -> MaintenanceConfig:
+    """`[maintenance]` as `load_settings` reads it from rollup.toml and command-line flags."""
+    path = tmp_path / "rollup.toml"
+    path.write_text(f"[maintenance]\n{section}\n")
+    return load_settings(path, environ={}, overrides={"maintenance": flags}).maintenance
+
+
+def test_cleanup_reads_the_maintenance_section_and_the_command_line_wins(tmp_path: Path) -> None:
+    section = "snapshot_age_days = 2\nretain_last = 3\norphan_age_days = 4.5"
+    assert _maintenance(tmp_path, section) == MaintenanceConfig(
+        timedelta(days=2), 3, timedelta(days=4.5))
+    flagged = _maintenance(tmp_path, section, snapshot_age_days=0, retain_last=1)
+    assert (flagged.snapshot_age, flagged.retain_last) == (timedelta(0), 1)
+    assert _maintenance(tmp_path, "") == MaintenanceConfig()
 
 
 @pytest.mark.parametrize(("section", "message"), [
-    ({"snapshot_age_days": "5d"}, "invalid [maintenance] snapshot_age_days '5d'"),
-    ({"retain_last": 1.5}, "invalid [maintenance] retain_last 1.5"),
-    ({"orphan_age_days": True}, "invalid [maintenance] orphan_age_days True"),
+    ('snapshot_age_days = "5d"', "invalid [maintenance] snapshot_age_days '5d'"),
+    ("retain_last = 1.5", "invalid [maintenance] retain_last 1.5"),
+    ("orphan_age_days = true", "invalid [maintenance] orphan_age_days True"),
 ])
-def test_bad_maintenance_settings_name_the_key(section: dict[str, Any], message: str) -> None:
+def test_bad_maintenance_settings_name_the_key(tmp_path: Path, section: str,
+                                               message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        Cleanup.from_section(section)
+        _maintenance(tmp_path, section)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -40,7 +40,6 @@ from rollup.incremental.retention import (
     _orphans,
     _procedure_table,
 )
-from rollup.settings.config import MaintenanceConfig
 from rollup.storage import state
 from rollup.storage.tables import TABLE_PROPERTIES, Tables
 from rollup.timeframes import Level
@@ -66,8 +65,6 @@ class MaintenanceError(RollupError):
 # Settings
 
 
-Cleanup = MaintenanceConfig
-"""Snapshot expiry and orphan removal settings: `Settings.maintenance` (`[maintenance]`)."""
 
 
 def _whole(value: object, what: str, minimum: int) -> None:

@@ -268,20 +268,6 @@ class MaintenanceConfig:
     retain_last: int = DEFAULT_RETAIN_LAST
     orphan_age: timedelta = DEFAULT_ORPHAN_AGE
 
-    @classmethod
-    def from_section(
-        cls, section: Mapping[str, Any], *, snapshot_age_days: float | None = None,
-        retain_last: int | None = None, orphan_age_days: float | None = None,
-    ) -> MaintenanceConfig:
-        """The settings of a `[maintenance]` section; explicit (command line) values win.
-
-        Raises:
-            ConfigError: an unknown key or a value of the wrong type (days must be numbers,
-                retain_last whole).
-        """
-        flags = {"snapshot_age_days": snapshot_age_days, "retain_last": retain_last,
-                 "orphan_age_days": orphan_age_days}
-        return _maintenance({**section, **{k: v for k, v in flags.items() if v is not None}})
 
 
 def _maintenance(section: Mapping[str, Any]) -> MaintenanceConfig:
