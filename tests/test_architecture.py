@@ -16,9 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rollup"
 # Lowest first. A module may import its own layer or any layer below it, never above.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("rollup.errors",),
-    ("rollup.timeframes", "rollup.specs", "rollup.adapters"),
+    ("rollup.timeframes", "rollup.specs"),
     ("rollup.transforms",),
-    ("rollup.settings",),
+    ("rollup.settings", "rollup.adapters"),
     ("rollup.spark",),
     ("rollup.storage",),
     ("rollup.ingestion", "rollup.incremental"),

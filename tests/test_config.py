@@ -274,9 +274,6 @@ def test_loading_a_rest_catalog_touches_no_jars_and_no_pyspark(tmp_path: Path) -
     assert not (tmp_path / "jars").exists()
 
 
-# Modules that still read ROLLUP_* variables themselves (owned elsewhere; to move to
-# rollup.settings.env).
-PENDING = {"adapters/lean.py"}
 
 
 def test_rollup_variables_are_read_in_rollup_env_only() -> None:
@@ -284,4 +281,4 @@ def test_rollup_variables_are_read_in_rollup_env_only() -> None:
     reads = re.compile(r"""(?:environ(?:\.get)?\s*[\[(]|getenv\s*\()\s*["']ROLLUP_""")
     offenders = [str(p.relative_to(src)) for p in src.rglob("*.py")
                  if p.name != "env.py" and reads.search(p.read_text())]
-    assert sorted(set(offenders) - PENDING) == []
+    assert offenders == []

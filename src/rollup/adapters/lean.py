@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from rollup.adapters.frame import PRICE_TYPE, QUANTITY_TYPE, TRADES_SCHEMA, TS_TYPE, VOLUME_TYPE
 from rollup.errors import ConfigError, InputError
+from rollup.settings.env import value as env_value
 from rollup.specs.bar import BAR_COLUMNS
 from rollup.specs.columns import arrow_schema, columns_named
 
@@ -125,7 +126,7 @@ def lean_data_dir(shared_data: str | os.PathLike[str] | None = None) -> Path | N
 
     Returns None when the data is absent, so callers can skip.
     """
-    env = os.environ.get(LEAN_DATA_ENV)
+    env = env_value(LEAN_DATA_ENV)
     if env:
         found = _dataset_in(Path(env).expanduser())
         if found is None:
