@@ -14,7 +14,7 @@ demo: install  ## set up and run `rollup demo` on the embedded default (local Sp
 	$(PYTHON) -m rollup.cli demo
 
 test: install  ## run the whole test suite (unit, Spark, slow and integration tests); 15 slowest
-	$(PYTHON) -m pytest --durations=15
+	$(PYTHON) -m pytest -n 2 --dist loadfile --durations=15
 
 test-fast:  ## unit tests only (no Spark, no services)
 	$(PYTHON) -m pytest -m "not spark and not slow and not integration"
