@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, available_timezones
 
 import attrs
 
+from rollup.specs.times import EPOCH, as_utc
+
 CalendarUnit = Literal["d", "w", "M"]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 _DAY = 86_400
 CHECK_FROM = date(1970, 1, 1)
@@ -43,9 +44,7 @@ def zone_info(key: str) -> ZoneInfo:
 
 def epoch_seconds(instant: datetime) -> int:
     """Whole seconds since the epoch, rounded down (naive datetimes are taken as UTC)."""
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=UTC)
-    delta = instant - EPOCH
+    delta = as_utc(instant) - EPOCH
     return delta.days * _DAY + delta.seconds
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import attrs
 
 from rollup.errors import TimeframeError
+from rollup.specs.times import as_utc
 from rollup.timeframes import building
 from rollup.timeframes.calendar import (
     WEEKDAYS,
@@ -32,10 +33,6 @@ _WEEK_ORIGIN_SECONDS = 4 * 86_400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Average Gregorian month: only orders timeframes and picks policy defaults, never windows.
 _NOMINAL_MONTH_SECONDS = 2_629_746
-
-
-def _utc(instant: datetime) -> datetime:
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 @attrs.frozen
@@ -239,8 +236,8 @@ class Timeframe:
 
     def windows(self, start: datetime, end: datetime) -> Iterator[Window]:
         """The windows intersecting [start, end) in time order (empty calendar days skipped)."""
-        end = _utc(end)
-        if _utc(start) >= end:
+        end = as_utc(end)
+        if as_utc(start) >= end:
             return
         window = self.window(start)
         while window.start < end:
