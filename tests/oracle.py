@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import attrs
 
@@ -77,7 +78,7 @@ def oracle_bars(trades: Iterable[Trade], tf: Timeframe) -> dict[Key, dict[str, A
     """
     groups: dict[Key, list[Trade]] = defaultdict(list)
     for t in trades:
-        groups[(t.exchange, t.symbol, tf.floor(t.ts))].append(t)
+        groups[(t.exchange, t.symbol, window_of(t.ts, tf)[0])].append(t)
     out: dict[Key, dict[str, Any]] = {}
     for key, members in groups.items():
         members.sort(key=lambda t: (t.ts, t.trade_id))
@@ -86,10 +87,55 @@ def oracle_bars(trades: Iterable[Trade], tf: Timeframe) -> dict[Key, dict[str, A
             Bar.of_trade(t.exchange, t.symbol, t.ts, t.ts, t.price, t.quantity) for t in members
         )
         assert folded is not None
-        start = key[2]
-        out[key] = bar_row(attrs.evolve(folded, window_start=start,
-                                        window_end=start + tf.duration))
+        start, end, label = window_of(key[2], tf)
+        out[key] = {**bar_row(attrs.evolve(folded, window_start=start, window_end=end)),
+                    "window_date": label}
     return out
+
+
+def window_of(ts: datetime, tf: Timeframe) -> tuple[datetime, datetime, date]:
+    """(start, end, window_date) of the window of `tf` holding `ts`.
+
+    Fixed windows come from `Timeframe.floor` (epoch arithmetic). Calendar windows are
+    computed here from wall clocks with zoneinfo, independently of `rollup.timeframes`:
+    a day is labelled by its local date, a session (`+17:00`) by the local date on which it
+    ends, a week or month by its first day; the window starts at the label's local anchor
+    (midnight, or the session time the day before). Only zones and dates where no anchor is
+    skipped or repeated are supported (asserted).
+    """
+    if not tf.is_calendar:
+        start = tf.floor(ts)
+        return start, start + tf.duration, start.date()
+    tz = ZoneInfo(tf.zone or "UTC")
+    shift = timedelta(minutes=tf.session_minutes)
+    wall = ts.astimezone(tz).replace(tzinfo=None)
+    label = (wall + (timedelta(days=1) - shift)).date() if shift else wall.date()
+    if tf.unit == "d":
+        first = label - timedelta(days=(label - date(1970, 1, 1)).days % tf.count)
+        after = first + timedelta(days=tf.count)
+    elif tf.unit == "w":
+        assert tf.count == 1, "the oracle builds one-week calendar windows only"
+        first = label - timedelta(days=(label.weekday() - tf.week_start) % 7)
+        after = first + timedelta(days=7)
+    else:
+        index = label.year * 12 + label.month - 1
+        index -= (label.month - 1) % tf.count
+        first = date(index // 12, index % 12 + 1, 1)
+        index += tf.count
+        after = date(index // 12, index % 12 + 1, 1)
+
+    def anchor(day: date) -> datetime:
+        local = datetime(day.year, day.month, day.day) + (shift - timedelta(days=1) if shift
+                                                          else timedelta(0))
+        instant = local.replace(tzinfo=tz).astimezone(UTC)
+        assert instant.astimezone(tz).replace(tzinfo=None) == local, f"{local} skipped in {tz}"
+        assert local.replace(tzinfo=tz, fold=1).utcoffset() == local.replace(
+            tzinfo=tz).utcoffset(), f"{local} repeated in {tz}"
+        return instant
+
+    start, end = anchor(first), anchor(after)
+    assert start <= ts < end, (ts, tf.name, start, end)
+    return start, end, first
 
 
 def _midnight(day: date) -> datetime:

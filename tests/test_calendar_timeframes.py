@@ -312,10 +312,6 @@ def test_dag_accepts_calendar_levels_and_rejects_what_cannot_be_built() -> None:
     assert dag.level("1M").partitioning == "months"
     assert [lv.name for lv in dag.up_to("1M@America/New_York")] == [
         "1m", "5m", "30m", "1h", "1d@America/New_York", "1M@America/New_York"]
-    dag.check_runnable(["1m", "1d"])
-    with pytest.raises(TimeframeError, match="cannot build 1d@America/New_York, .*1M yet"):
-        dag.check_runnable()
-    Dag.standard().check_runnable()
     with pytest.raises(TimeframeError, match="1d@Asia/Kolkata cannot be built from 1h:.*30m"):
         Dag.from_spec({"1m": None, "5m": "1m", "1h": "5m", "1d@Asia/Kolkata": "1h"})
     with pytest.raises(TimeframeError, match="1M@America/New_York cannot be built from 1d"):

@@ -188,26 +188,3 @@ def append_trades(tables: Any, rows: list[tuple[Any, ...]]) -> None:
     from tests.helpers import append_trades as append
 
     append(tables, rows)
-
-
-@pytest.mark.spark
-def test_a_calendar_level_is_refused_before_anything_is_written(spark, namespace) -> None:  # type: ignore[no-untyped-def]
-    """Calendar levels are specified (issue #15) but not built yet: a run says so up front."""
-    from rollup.errors import TimeframeError
-    from rollup.incremental.planning import plan_cascade
-    from rollup.incremental.runner import backfill, run_cascade
-    from rollup.storage.state import current_snapshot
-    from rollup.storage.tables import Tables
-    from rollup.timeframes import Dag
-
-    dag = Dag.from_spec({"1m": None, "5m": "1m", "30m": "5m", "1h": "30m",
-                         "1d@America/New_York": "1h"})
-    tables = Tables(spark, "rollup", namespace, dag)
-    tables.create_all()
-    append_trades(tables, trades(at(0), 5, first_id=1))
-    for attempt in (lambda: run_cascade(tables), lambda: backfill(tables, at(0), at(60)),
-                    lambda: plan_cascade(tables)):
-        with pytest.raises(TimeframeError, match=r"cannot build 1d@America/New_York yet"):
-            attempt()
-    assert [current_snapshot(spark, tables.bars(lv)) for lv in dag.order()] == [None] * 5
-    assert [r.level for r in run_cascade(tables, up_to="1h")] == ["1m", "5m", "30m", "1h"]

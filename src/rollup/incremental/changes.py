@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -75,6 +75,19 @@ def _time_column(tables: Tables, level: Level) -> str | None:
     return "ts"
 
 
+LABEL_SLACK = timedelta(days=2)
+"""How far a calendar window's start lies from its window_date (at most a day and a half)."""
+
+
+def _rows_of_partition(span: TimeRange, level: Level) -> TimeRange:
+    """Where the parent rows of a window_date partition `span` start: the span itself for
+    a fixed parent, widened by LABEL_SLACK for a calendar parent (a session labelled D
+    starts on D - 1; a Tokyo day labelled D starts at 15:00 UTC on D - 1)."""
+    if level.parent is None or not level.parent.is_calendar:
+        return span
+    return span[0] - LABEL_SLACK, span[1] + LABEL_SLACK
+
+
 def parent_delta(
     tables: Tables, level: Level, since: int | None, until: int,
     horizon: datetime | None = None,
@@ -105,7 +118,8 @@ def parent_delta(
         new, undone = ahead[: ahead.index(common)], behind[: behind.index(common)]
 
     def relevant(info: FileInfo) -> bool:
-        return horizon is None or info.span is None or info.span[1] > horizon
+        return (horizon is None or info.span is None
+                or _rows_of_partition(info.span, level)[1] > horizon)
 
     # Added rows before the horizon are still read (they are reported as skipped); removed
     # files and delete files wholly before it (retention drops) are not.
@@ -131,7 +145,7 @@ def parent_delta(
                 continue
             if info.span is None:
                 return ParentDelta(True, f"delete file {info.path} is not in a time partition")
-            spans.append(info.span)
+            spans.append(_rows_of_partition(info.span, level))
     parts = [f"{n} {kind}" for kind, n in sorted(kinds.items())]
     if undone:
         parts.append(f"{len(undone)} undone (rollback or replaced branch)")

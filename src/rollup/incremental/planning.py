@@ -21,7 +21,7 @@ from rollup.specs.times import TimeRange, iso, merge_intervals
 from rollup.storage import state
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.transforms.bars import Rollup, merge_ranges, partition_span
+from rollup.transforms.bars import Rollup, dates_of, merge_ranges, partition_span
 
 SHOWN_RANGES = 5
 """Ranges listed by `LevelPlan.describe` (the rest are counted)."""
@@ -31,20 +31,32 @@ JSON_RANGES = 1000
 
 
 def partitions_of(starts: Sequence[datetime], level: Level) -> tuple[date, ...]:
-    """First days of the level's partitions (days or months of window_date) holding `starts`."""
-    return tuple(sorted({retention.partition_start(s.astimezone(UTC).date(), level.partitioning)
-                         for s in starts}))
+    """First days of the level's partitions (days or months of window_date) holding the
+    windows starting at `starts`."""
+    return tuple(sorted({retention.partition_start(d, level.partitioning)
+                         for d in dates_of(starts, level.timeframe)}))
 
 
 def partitions_in(ranges: Sequence[TimeRange], level: Level) -> tuple[date, ...]:
-    """First days of the level's partitions that overlap the UTC `ranges`."""
+    """First days of the level's partitions holding windows that overlap the UTC `ranges`."""
     days: set[date] = set()
+    tf = level.timeframe
+    if tf.is_calendar:
+        return tuple(sorted({retention.partition_start(w.date, level.partitioning)
+                             for lo, hi in ranges for w in tf.windows(lo, hi)}))
     for lo, hi in ranges:
         day = lo.astimezone(UTC).date()
         while datetime(day.year, day.month, day.day, tzinfo=UTC) < hi:
             days.add(retention.partition_start(day, level.partitioning))
             day += timedelta(days=1)
     return tuple(sorted(days))
+
+
+def window_count(lo: datetime, hi: datetime, tf: Timeframe) -> int:
+    """How many windows of `tf` start in [lo, hi) (both on the grid)."""
+    if tf.is_calendar:
+        return sum(1 for w in tf.windows(lo, hi) if w.start >= lo)
+    return (hi - lo) // tf.duration
 
 
 def _span(lo: datetime, hi: datetime) -> str:
@@ -144,7 +156,6 @@ def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> Lev
     Reads metadata and the changed rows; writes nothing.
     """
     lv = tables.dag.level(level) if isinstance(level, str) else level
-    tables.dag.check_runnable([lv.name])  # calendar levels: specified, not built yet
     spark = tables.spark
     target = tables.bars(lv)
     parent = tables.parent_of(lv)
@@ -193,15 +204,15 @@ def after_level_below(plan: LevelPlan, below: LevelPlan, horizon: datetime | Non
                             window_count=0, partitions=(), horizon=horizon, reason=reason,
                             after=below.level.name)
     spans = (below.windows if below.level.write_mode == "merge"
-             else tuple(partition_span(p, below.level.partitioning) for p in below.partitions))
+             else tuple(partition_span(p, below.level.partitioning, below.level.timeframe)
+                        for p in below.partitions))
     widened = merge_intervals([*Rollup(level).covering(spans), *plan.windows])
     windows = tuple(retention.clip_ranges(widened, horizon))
     if not windows:
         return plan
-    duration = level.timeframe.duration
     return attrs.evolve(
         plan, status="recompute", windows=windows,
-        window_count=sum((hi - lo) // duration for lo, hi in windows),
+        window_count=sum(window_count(lo, hi, level.timeframe) for lo, hi in windows),
         partitions=() if level.write_mode == "merge" else partitions_in(windows, level),
         horizon=horizon, reason=reason, after=below.level.name)
 
@@ -215,7 +226,6 @@ def plan_cascade(
     pending in the same cascade also shows the windows that run will rewrite (`after`).
     """
     order = tables.dag.up_to(up_to) if up_to is not None else tables.dag.order()
-    tables.dag.check_runnable([lv.name for lv in order])
     plans: dict[str, LevelPlan] = {}
     for lv in order:
         plan = plan_level(tables, lv, full=full)

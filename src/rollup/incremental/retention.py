@@ -30,7 +30,7 @@ from rollup.specs.times import TimeRange, as_utc
 from rollup.storage import state
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.transforms.bars import Rollup
+from rollup.transforms.bars import Rollup, partition_span
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -76,11 +76,30 @@ def cutoff(level: Level, now: datetime) -> date | None:
 
 def ceil_to_grid(instant: datetime, tf: Timeframe) -> datetime:
     """The first window start of `tf` at or after `instant`."""
+    if tf.is_calendar:
+        return tf.window_end(as_utc(instant) - _TICK)
     return tf.floor(as_utc(instant) - _TICK) + tf.duration
 
 
-def ceil_to_partition(instant: datetime, partitioning: str) -> datetime:
-    """The first partition start (midnight, or the 1st of a month) at or after `instant`."""
+def first_start(day: date, tf: Timeframe | None) -> datetime:
+    """The first window start of `tf` whose window_date is `day` or later (`tf` None: the
+    trades, midnight UTC of `day`)."""
+    if tf is None or not tf.is_calendar:
+        return _midnight(day) if tf is None else ceil_to_grid(_midnight(day), tf)
+    return partition_span(day, "days", tf)[0]
+
+
+def ceil_to_partition(instant: datetime, partitioning: str,
+                      tf: Timeframe | None = None) -> datetime:
+    """The first partition start (midnight, or the 1st of a month) at or after `instant`.
+
+    For a calendar `tf` and a window start `instant`: the start of the first window at or
+    after it that opens a partition (partitions hold the windows of their window_dates).
+    """
+    if tf is not None and tf.is_calendar:
+        label = tf.window_date(instant)
+        lo, hi = partition_span(partition_start(label, partitioning), partitioning, tf)
+        return lo if lo == as_utc(instant) else hi
     day = as_utc(instant)
     start = _midnight(partition_start(day.date(), partitioning))
     if start == day:
@@ -103,14 +122,14 @@ def combine_horizon(
     """
     bounds: list[datetime] = []
     if own is not None:
-        bounds.append(ceil_to_grid(_midnight(own), level.timeframe))
+        bounds.append(first_start(own, level.timeframe))
     if parent is not None:
-        bounds.append(ceil_to_grid(_midnight(parent), level.timeframe))
+        bounds.append(ceil_to_grid(first_start(parent, level.parent), level.timeframe))
     if not bounds:
         return None
     horizon = max(bounds)
     if whole_partitions:
-        horizon = ceil_to_partition(horizon, level.partitioning)
+        horizon = ceil_to_partition(horizon, level.partitioning, level.timeframe)
     return horizon
 
 

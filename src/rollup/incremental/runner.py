@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import attrs
 from pyspark.sql import DataFrame
@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from rollup.errors import ConcurrentRunError, InputError, LevelRunError, RollupError, one_line
 from rollup.incremental import retention
 from rollup.incremental.changes import LOCAL_KEYS
-from rollup.incremental.planning import LevelPlan, partitions_of, plan_cascade, plan_level
+from rollup.incremental.planning import LevelPlan, partitions_in, plan_cascade, plan_level
 from rollup.spark.engine import is_commit_conflict
 from rollup.specs.bar import KEY_COLUMNS
 from rollup.specs.times import TimeRange, as_utc, iso, merge_intervals
@@ -31,7 +31,14 @@ from rollup.storage import state
 from rollup.storage.sink import WriteResult, merge_changes, overwrite_partitions, partition_filter
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.transforms.bars import Rollup, dates_in, in_ranges, partition_span, window_partition
+from rollup.transforms.bars import (
+    Rollup,
+    dates_of,
+    in_ranges,
+    partition_of_date,
+    partition_span,
+    window_dates,
+)
 
 __all__ = [  # planning is re-exported: callers plan and run through the runner
     "LevelPlan", "LevelResult", "backfill", "execute_plan", "new_run_id", "plan_cascade",
@@ -182,18 +189,19 @@ def execute_plan(
             keys = plan.touched.keys
             assert keys is not None
             small = len(plan.touched.starts) <= LOCAL_KEYS
-            days = sorted({s.astimezone(UTC).date() for s in plan.touched.starts})
+            days = dates_of(plan.touched.starts, level.timeframe)
             old = stored.where(F.col("window_date").isin(days)).join(
                 F.broadcast(keys) if small else keys, list(KEY_COLUMNS), "left_semi")
         result = merge_changes(spark, target, bars, old, run_id=run_id, now=now,
                                commit_properties=props)
     else:
         if plan.full:
-            first = plan.horizon.date() if plan.horizon is not None else None
+            first = (dates_of([plan.horizon], level.timeframe)[0] if plan.horizon is not None
+                     else None)
             where = (F.col("window_date") >= F.lit(first)) if first else F.lit(True)
         else:
             where = partition_filter(plan.partitions, level.partitioning)
-            old = stored.where(window_partition("window_start", level.partitioning)
+            old = stored.where(partition_of_date("window_date", level.partitioning)
                                .isin(list(plan.partitions)))
         result = overwrite_partitions(
             spark, target, bars, old, run_id=run_id, now=now, where=where,
@@ -315,7 +323,6 @@ def run_cascade(
         order = tables.dag.up_to(up_to)
     else:
         order = tables.dag.order()
-    tables.dag.check_runnable([lv.name for lv in order])  # before anything is written
     results = []
     for lv in order:
         result = run_level(tables, lv, run_id=run_id, full=full, progress=progress)
@@ -341,7 +348,6 @@ def backfill(
     Positions are not moved: a later incremental run only redoes work, never skips it.
     """
     run_id = run_id or new_run_id()
-    tables.dag.check_runnable()  # calendar levels: specified, not built yet
     start, end = as_utc(start), as_utc(end)
     if end <= start:
         raise InputError(f"backfill end {end.isoformat()} is not after start {start.isoformat()}")
@@ -356,14 +362,10 @@ def backfill(
     results = []
     for level in order:
         began = time.monotonic()
-        tf = level.timeframe
-        lo = tf.floor(start)
-        hi = tf.floor(end - timedelta(microseconds=1)) + tf.duration
+        ((lo, hi),) = Rollup(level).covering([(start, end)])
         if level.write_mode == "overwrite":
-            days = [lo + timedelta(days=d) for d in range((hi - lo).days + 1)
-                    if lo + timedelta(days=d) < hi]
-            ranges = merge_intervals(partition_span(p, level.partitioning)
-                                     for p in partitions_of(days, level))
+            ranges = merge_intervals(partition_span(p, level.partitioning, level.timeframe)
+                                     for p in partitions_in([(lo, hi)], level))
         else:
             ranges = [(lo, hi)]
         ranges = retention.clip_ranges(ranges, retention.own_horizon(tables, level))
@@ -392,14 +394,13 @@ def replace_ranges(
     spark = tables.spark
     table = tables.bars(level)
     now = datetime.now(UTC)
-    days = [d.date() for d in dates_in(ranges)]
+    days = window_dates(ranges, level.timeframe)
     old = spark.table(table).where(F.col("window_date").isin(days)).where(
         in_ranges("window_start", ranges))
     bars = bars.where(in_ranges("window_start", ranges))
     if level.write_mode == "merge":
         return merge_changes(spark, table, bars, old, run_id=run_id, now=now)
-    partitions = partitions_of([lo + timedelta(days=d) for lo, hi in ranges
-                              for d in range((hi - lo).days)], level)
+    partitions = partitions_in(ranges, level)
     return overwrite_partitions(spark, table, bars, old, run_id=run_id, now=now,
                                 where=partition_filter(partitions, level.partitioning),
                                 validate_from_snapshot=None, validate=False)

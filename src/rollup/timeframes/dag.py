@@ -232,22 +232,6 @@ class Dag:
                 result.append(lv)
         return result
 
-    def check_runnable(self, names: Iterable[str | Timeframe] | None = None) -> None:
-        """Raise TimeframeError if a level to run (default: all) has calendar windows.
-
-        Calendar levels (`1d@America/New_York`, `1d@America/Chicago+17:00`, `1M`) are valid
-        in a DAG, but the Spark plans, tables and incremental runs build fixed levels only
-        so far: a runner calls this before it builds anything.
-        """
-        chosen = self.levels if names is None else [self.level(name) for name in names]
-        calendar = [lv.name for lv in chosen if lv.is_calendar]
-        if calendar:
-            raise TimeframeError(
-                f"cannot build {', '.join(calendar)} yet: calendar levels (time zones, "
-                "sessions, months) are accepted in the DAG but not built by Spark so far; "
-                "remove them from [levels] to build the others"
-            )
-
     def names(self) -> list[str]:
         return [lv.name for lv in self.order()]
 

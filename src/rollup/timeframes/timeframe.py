@@ -131,10 +131,8 @@ class Timeframe:
 
     @property
     def is_calendar(self) -> bool:
-        """True for windows of varying length: zoned, session or month timeframes.
-
-        The Spark plans, tables and incremental runs build fixed timeframes only so far.
-        """
+        """True for windows of varying length: zoned, session or month timeframes (Spark
+        finds their windows in a table, `rollup.transforms.windows`)."""
         return self.unit == "M" or self.zone is not None or self.session_minutes > 0
 
     @property

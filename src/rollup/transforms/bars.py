@@ -23,8 +23,10 @@ from rollup.specs.bar import (
     VOLUME,
 )
 from rollup.specs.times import TimeRange as TimeRange  # re-exported: the interval of every plan
-from rollup.specs.times import merge_intervals
+from rollup.specs.times import from_micros, merge_intervals
 from rollup.timeframes import Level, Timeframe
+from rollup.timeframes.calendar import CalendarGrid
+from rollup.transforms.windows import drop_window, longest_window_micros, with_window
 
 TRADE_INPUT = REQUIRED_TRADE_COLUMNS
 BAR_OUTPUT = tuple(column.name for column in PLANNED_BAR_COLUMNS)
@@ -41,6 +43,9 @@ def window_start_micros(micros: Column, tf: Timeframe) -> Column:
 
 def bucket(df: DataFrame, time_col: str, tf: Timeframe) -> DataFrame:
     """Add `window_start` (timestamp) of the `tf` window holding `time_col`."""
+    if tf.is_calendar:
+        located = with_window(df, F.unix_micros(F.col(time_col)), tf, what=time_col)
+        return drop_window(located.withColumn("window_start", F.timestamp_micros("_cw_start")))
     micros = window_start_micros(F.unix_micros(F.col(time_col)), tf)
     return df.withColumn("window_start", F.timestamp_micros(micros))
 
@@ -80,7 +85,7 @@ def _decimal_of_units(units: str, scale: int, type_: str) -> str:
 
 def order_bits(tf: Timeframe) -> int:
     """How many low bits of trade_id fit in a long next to a trade's offset in its window."""
-    return 63 - (tf.micros - 1).bit_length()
+    return 63 - (longest_window_micros(tf) - 1).bit_length()
 
 
 def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
@@ -177,15 +182,24 @@ def aggregate_bars(bars: DataFrame) -> DataFrame:
 
 
 def finish(bars: DataFrame, tf: Timeframe) -> DataFrame:
-    """Add window_end, window_date and vwap, check for overflow, order the columns."""
+    """Add window_end, window_date and vwap, check for overflow, order the columns.
+
+    A fixed window ends `tf` after its start and is dated by the UTC date of its start; a
+    calendar window ends where the next one starts and is dated by its label (the local
+    date, a session's trade date, the first day of a month)."""
     start = "unix_micros(window_start)"
+    if tf.is_calendar:
+        bars = with_window(bars, F.unix_micros("window_start"), tf, what="window_start")
+        end = "timestamp_micros(_cw_end) AS window_end"
+        day = "_cw_date AS window_date"
+    else:
+        end = f"timestamp_micros({start} + {tf.micros}) AS window_end"
+        day = (f"date_from_unix_date(CAST(({start} - pmod({start}, {_MICROS_PER_DAY}))"
+               f" div {_MICROS_PER_DAY} AS INT)) AS window_date")
     overflow = ("raise_error(concat('rollup: decimal overflow in volume or quote_volume for ', "
                 "exchange, '/', symbol, ' at ', CAST(window_start AS STRING)))")
     return bars.selectExpr(  # one projection, built in one JVM call
-        "exchange", "symbol", "window_start",
-        f"timestamp_micros({start} + {tf.micros}) AS window_end",
-        f"date_from_unix_date(CAST(({start} - pmod({start}, {_MICROS_PER_DAY}))"
-        f" div {_MICROS_PER_DAY} AS INT)) AS window_date",
+        "exchange", "symbol", "window_start", end, day,
         "`open`", "high", "low", "`close`", "volume",
         f"CASE WHEN quote_volume IS NULL OR volume IS NULL THEN CAST({overflow} AS {QUOTE})"
         " ELSE quote_volume END AS quote_volume",
@@ -239,13 +253,33 @@ def window_partition(col: str, partitioning: str) -> Column:
     return F.trunc(day, "month") if partitioning == "months" else day
 
 
-def partition_span(first_day: date, partitioning: str) -> TimeRange:
-    """The UTC interval of the partition starting on `first_day` (a day or a month)."""
+def partition_of_date(col: str, partitioning: str) -> Column:
+    """The partition (first day, as a DATE) of a DATE column: its day or its month."""
+    return F.trunc(F.col(col), "month") if partitioning == "months" else F.col(col)
+
+
+def partition_span(first_day: date, partitioning: str,
+                   tf: Timeframe | None = None) -> TimeRange:
+    """The UTC interval of the windows of `tf` in the partition starting on `first_day` (a
+    day or a month of window_date); without `tf`, or for a fixed `tf`, the UTC day or month.
+
+    A calendar window belongs to the partition of its label, so a New York day's partition
+    spans from its local midnight and a CME session's from 17:00 Chicago the day before.
+    """
     lo = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
-    if partitioning == "months":
-        nxt = (lo + timedelta(days=32)).replace(day=1)
+    nxt = (lo + timedelta(days=32)).replace(day=1) if partitioning == "months" \
+        else lo + timedelta(days=1)
+    grid = tf.calendar_grid if tf is not None else None
+    if grid is None:
         return lo, nxt
-    return lo, lo + timedelta(days=1)
+    return (from_micros(grid.boundary(_first_label_from(grid, lo.date())) * 1_000_000),
+            from_micros(grid.boundary(_first_label_from(grid, nxt.date())) * 1_000_000))
+
+
+def _first_label_from(grid: CalendarGrid, day: date) -> date:
+    """The first label of `grid` on or after `day`."""
+    label = grid.floor_label(day)
+    return label if label >= day else grid.next_label(label)
 
 
 MAX_PRUNE_RANGES = 64
@@ -265,7 +299,24 @@ def dates_in(ranges: Sequence[TimeRange]) -> list[datetime]:
 
 def merge_ranges(starts: Sequence[datetime], tf: Timeframe) -> list[TimeRange]:
     """Turn window starts of `tf` into the fewest covering half-open ranges."""
+    if tf.is_calendar:
+        return merge_intervals((start, tf.window_end(start)) for start in starts)
     return merge_intervals((start, start + tf.duration) for start in starts)
+
+
+def dates_of(starts: Sequence[datetime], tf: Timeframe) -> list[date]:
+    """The `window_date` of each window of `tf` starting at `starts` (sorted, distinct)."""
+    if tf.is_calendar:
+        return sorted({tf.window_date(s) for s in starts})
+    return sorted({s.astimezone(UTC).date() for s in starts})
+
+
+def window_dates(ranges: Sequence[TimeRange], tf: Timeframe) -> list[date]:
+    """The `window_date` values of the windows of `tf` that start inside `ranges` (exact for
+    calendar timeframes; the UTC dates the ranges touch, a superset, for fixed ones)."""
+    if not tf.is_calendar:
+        return [d.date() for d in dates_in(ranges)]
+    return sorted({w.date for lo, hi in ranges for w in tf.windows(lo, hi) if w.start >= lo})
 
 
 @attrs.frozen
@@ -310,7 +361,7 @@ class Rollup:
             covering = self.covering(prune)
             parent = parent.where(in_ranges("window_start", covering))
             parent = parent.where(F.col("window_date").isin(
-                [d.date() for d in dates_in(covering)]))
+                window_dates(covering, self.level.parent)))
         return bucket(parent.withColumnRenamed("window_start", "child_start"), "child_start", tf)
 
     def _aggregate(self, bucketed: DataFrame) -> DataFrame:
@@ -327,8 +378,8 @@ class Rollup:
         tf = self.timeframe
         bucketed = self._bucketed(source, self.window_ranges(starts))
         if self.level.parent is not None:  # partition pruning on the exact parent days
-            days = {d.date() for d in dates_in(merge_ranges(starts, tf))}
-            bucketed = bucketed.where(F.col("window_date").isin(sorted(days)))
+            days = window_dates(merge_ranges(starts, tf), self.level.parent)
+            bucketed = bucketed.where(F.col("window_date").isin(days))
         wanted = F.broadcast(keys) if broadcast else keys
         return self._aggregate(bucketed.join(wanted, list(KEY_COLUMNS), "left_semi"))
 
@@ -336,7 +387,11 @@ class Rollup:
         """Every bar of the level's partitions starting on `partitions` (days or months)."""
         partitioning = self.level.partitioning
         bucketed = self._bucketed(source, self.partition_ranges(partitions))
-        inside = window_partition("window_start", partitioning).isin(sorted(set(partitions)))
+        wanted = sorted(set(partitions))
+        if self.timeframe.is_calendar:  # a calendar window's partition is its label's
+            bars = self._aggregate(bucketed)
+            return bars.where(partition_of_date("window_date", partitioning).isin(wanted))
+        inside = window_partition("window_start", partitioning).isin(wanted)
         return self._aggregate(bucketed.where(inside))
 
     def window_ranges(self, starts: Sequence[datetime]) -> list[TimeRange]:
@@ -347,13 +402,15 @@ class Rollup:
     def partition_ranges(self, partitions: Sequence[date]) -> list[TimeRange]:
         """What `plan_partitions` reads for `partitions`: at most MAX_PRUNE_RANGES ranges of
         whole windows."""
-        spans = [partition_span(p, self.level.partitioning) for p in partitions]
+        spans = [partition_span(p, self.level.partitioning, self.timeframe) for p in partitions]
         return self.covering(coarsen(spans, MAX_PRUNE_RANGES))
 
     def covering(self, ranges: Sequence[TimeRange]) -> list[TimeRange]:
         """`ranges` widened to whole windows of this level (e.g. weeks around a month)."""
         tf = self.timeframe
         tick = timedelta(microseconds=1)
+        if tf.is_calendar:
+            return [(tf.window_start(start), tf.window_end(end - tick)) for start, end in ranges]
         return [(tf.floor(start), tf.floor(end - tick) + tf.duration) for start, end in ranges]
 
     @staticmethod
