@@ -6,7 +6,9 @@ compare with this, never with `Rollup.plan_direct`, which shares that code. The 
 read with Spark, collected to Python, and each level is aggregated straight from them with
 `rollup.specs.bar.Bar.of_trade` and `rollup.specs.bar.combine_all`: windows aligned by the level's
 `Timeframe.floor`, open/close the earliest/latest trade by (ts, trade_id), vwap by
-`rollup.specs.bar.vwap_of`. For an external source, the trades are its validated, deduplicated rows.
+`rollup.specs.bar.vwap_of`, buy/sell volume and count from each trade's side, open_ts/close_ts
+the ts of the earliest/latest trade. For an external source, the trades are its validated,
+deduplicated rows.
 
 `assert_matches_oracle(tables)` compares every stored level (all columns of
 `rollup.transforms.bars.BAR_OUTPUT`) with it and fails with sample missing / extra / wrong bars.
@@ -50,10 +52,15 @@ class Trade:
     ts: datetime  # aware, UTC
     price: Decimal
     quantity: Decimal
+    side: str | None = None  # 'buy', 'sell' or None
 
 
 def from_micros(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=int(micros))
+
+
+TIME_COLUMNS = ("window_start", "window_end", "open_ts", "close_ts")
+"""Bar timestamps, compared as aware UTC datetimes (collected as epoch microseconds)."""
 
 
 def bar_row(bar: Bar) -> dict[str, Any]:
@@ -65,6 +72,9 @@ def bar_row(bar: Bar) -> dict[str, Any]:
         "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close,
         "volume": bar.volume, "quote_volume": bar.quote_volume,
         "trade_count": bar.trade_count, "vwap": vwap_of(bar.quote_volume, bar.volume),
+        "buy_volume": bar.buy_volume, "sell_volume": bar.sell_volume,
+        "buy_count": bar.buy_count, "sell_count": bar.sell_count,
+        "open_ts": bar.open_ts, "close_ts": bar.close_ts,
     }
     assert tuple(values) == tuple(BAR_OUTPUT), "BAR_OUTPUT changed: update the oracle"
     return values
@@ -84,7 +94,8 @@ def oracle_bars(trades: Iterable[Trade], tf: Timeframe) -> dict[Key, dict[str, A
         members.sort(key=lambda t: (t.ts, t.trade_id))
         # combine_all sorts by window_start only (a stable sort): ties keep trade_id order
         folded = combine_all(
-            Bar.of_trade(t.exchange, t.symbol, t.ts, t.ts, t.price, t.quantity) for t in members
+            Bar.of_trade(t.exchange, t.symbol, t.ts, t.ts, t.price, t.quantity, t.side, t.ts)
+            for t in members
         )
         assert folded is not None
         start, end, label = window_of(key[2], tf)
@@ -186,10 +197,10 @@ def read_trades(tables: Tables) -> list[Trade]:
 
     rows = tables.canonical_trades().select(
         "exchange", "symbol", "trade_id", F.unix_micros("ts").alias("micros"), "price",
-        "quantity",
+        "quantity", "side",
     ).collect()
     return [Trade(r.exchange, r.symbol, int(r.trade_id), from_micros(r.micros), r.price,
-                  r.quantity) for r in rows]
+                  r.quantity, r.side) for r in rows]
 
 
 def collect_bars(frames: Mapping[str, DataFrame]) -> dict[str, list[dict[str, Any]]]:
@@ -199,7 +210,7 @@ def collect_bars(frames: Mapping[str, DataFrame]) -> dict[str, list[dict[str, An
 
     parts = []
     for name, frame in frames.items():
-        cols = [F.unix_micros(c).alias(c) if c in ("window_start", "window_end") else F.col(c)
+        cols = [F.unix_micros(c).alias(c) if c in TIME_COLUMNS else F.col(c)
                 for c in BAR_OUTPUT]
         parts.append(frame.select(F.lit(name).alias("_frame"), *cols))
     union = parts[0]
@@ -209,8 +220,8 @@ def collect_bars(frames: Mapping[str, DataFrame]) -> dict[str, list[dict[str, An
     for row in union.collect():
         values = row.asDict()
         name = values.pop("_frame")
-        values["window_start"] = from_micros(values["window_start"])
-        values["window_end"] = from_micros(values["window_end"])
+        for c in TIME_COLUMNS:
+            values[c] = None if values[c] is None else from_micros(values[c])
         out[name].append(values)
     return out
 

@@ -4,8 +4,11 @@ The bar semantics are the contract of rollup (see docs/semantics.md):
 open/close are the prices of the earliest/latest trade by (ts, trade_id); high/low are the
 max/min price; volume is the sum of quantities; quote_volume the exact sum of price x quantity;
 trade_count the number of trades; vwap = quote_volume / volume rounded half-up to 8 decimals
-(None when volume is zero). Combining bars of adjacent windows gives exactly the bar of the
-union window, which is what makes every level of the cascade exact.
+(None when volume is zero); buy_volume/sell_volume and buy_count/sell_count the quantity and
+number of the trades whose side is buy/sell (a trade without a side counts in neither);
+open_ts/close_ts the times of the opening/closing trades. Combining bars of adjacent windows
+gives exactly the bar of the union window, which is what makes every level of the cascade
+exact.
 """
 
 from __future__ import annotations
@@ -69,6 +72,17 @@ REJECTED_COLUMNS: tuple[Column, ...] = (
     Column("ingest_id", "string", True, "id of the ingest run"),
 )
 
+RICH_COLUMNS: tuple[Column, ...] = (
+    Column("buy_volume", VOLUME, True, "sum of quantities of trades whose side is buy"),
+    Column("sell_volume", VOLUME, True, "sum of quantities of trades whose side is sell"),
+    Column("buy_count", "long", True, "number of trades whose side is buy"),
+    Column("sell_count", "long", True, "number of trades whose side is sell"),
+    Column("open_ts", "timestamp", True, "ts of the earliest trade by (ts, trade_id)"),
+    Column("close_ts", "timestamp", True, "ts of the latest trade by (ts, trade_id)"),
+)
+"""The bar columns added after version 0.1 (issue 15). Nullable: bars written before a table
+was upgraded read them as null (unknown) until a backfill recomputes them."""
+
 BAR_COLUMNS: tuple[Column, ...] = (
     Column("exchange", "string", False, "venue code"),
     Column("symbol", "string", False, "instrument code"),
@@ -83,6 +97,7 @@ BAR_COLUMNS: tuple[Column, ...] = (
     Column("quote_volume", QUOTE, False, "exact sum of price x quantity"),
     Column("trade_count", "long", False, "number of trades"),
     Column("vwap", PRICE, True, "quote_volume / volume, half-up to 8 decimals; null if volume 0"),
+    *RICH_COLUMNS,
     Column("created_at", "timestamp", False, "when the bar was first written"),
     Column("updated_at", "timestamp", False, "when the bar's values last changed"),
     Column("run_id", "string", False, "id of the run that last changed the bar"),
@@ -90,6 +105,7 @@ BAR_COLUMNS: tuple[Column, ...] = (
 
 VALUE_COLUMNS: tuple[str, ...] = (
     "open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap",
+    *(c.name for c in RICH_COLUMNS),
 )
 COMBINED_COLUMNS: tuple[str, ...] = tuple(c for c in VALUE_COLUMNS if c != "vwap")
 """The value columns that combining bars computes (vwap is derived from two of them)."""
@@ -107,9 +123,23 @@ def vwap_of(quote_volume: Decimal, volume: Decimal) -> Decimal | None:
     return _WIDE.divide(quote_volume, volume).quantize(_EIGHT, rounding=ROUND_HALF_UP)
 
 
+def _add(left: Decimal | None, right: Decimal | None) -> Decimal | None:
+    """Exact sum of two known amounts; None (unknown) if either is unknown."""
+    return None if left is None or right is None else _WIDE.add(left, right)
+
+
+def _count(left: int | None, right: int | None) -> int | None:
+    """Sum of two known counts; None (unknown) if either is unknown."""
+    return None if left is None or right is None else left + right
+
+
 @attrs.frozen
 class Bar:
-    """One OHLCV bar of one instrument over [window_start, window_end)."""
+    """One OHLCV bar of one instrument over [window_start, window_end).
+
+    The columns of `RICH_COLUMNS` default to None, unknown (as in a bar written before its
+    table was upgraded); a combination with an unknown sum is unknown, never partial.
+    """
 
     exchange: str
     symbol: str
@@ -122,6 +152,12 @@ class Bar:
     volume: Decimal
     quote_volume: Decimal
     trade_count: int
+    buy_volume: Decimal | None = None
+    sell_volume: Decimal | None = None
+    buy_count: int | None = None
+    sell_count: int | None = None
+    open_ts: datetime | None = None
+    close_ts: datetime | None = None
 
     @property
     def vwap(self) -> Decimal | None:
@@ -130,11 +166,16 @@ class Bar:
     @classmethod
     def of_trade(
         cls, exchange: str, symbol: str, window_start: datetime, window_end: datetime,
-        price: Decimal, quantity: Decimal,
+        price: Decimal, quantity: Decimal, side: str | None = None, ts: datetime | None = None,
     ) -> Bar:
-        """The bar of a single trade."""
+        """The bar of a single trade; `side` is 'buy', 'sell' or None, `ts` its time
+        (default `window_start`)."""
+        zero = Decimal(0).scaleb(-PRICE_SCALE)
+        at = window_start if ts is None else ts
         return cls(exchange, symbol, window_start, window_end, price, price, price, price,
-                   quantity, _WIDE.multiply(price, quantity), 1)
+                   quantity, _WIDE.multiply(price, quantity), 1,
+                   quantity if side == "buy" else zero, quantity if side == "sell" else zero,
+                   int(side == "buy"), int(side == "sell"), at, at)
 
     def combine(self, later: Bar) -> Bar:
         """The bar of the union of two adjacent windows; `later` must follow `self`.
@@ -155,6 +196,9 @@ class Bar:
             self.open, max(self.high, later.high), min(self.low, later.low), later.close,
             self.volume + later.volume, _WIDE.add(self.quote_volume, later.quote_volume),
             self.trade_count + later.trade_count,
+            _add(self.buy_volume, later.buy_volume), _add(self.sell_volume, later.sell_volume),
+            _count(self.buy_count, later.buy_count), _count(self.sell_count, later.sell_count),
+            self.open_ts, later.close_ts,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import attrs
@@ -141,6 +142,7 @@ class Tables:
             created.append(REJECTED_TABLE)
         for level in self.dag.order():
             if self.exists(level.table):
+                self.upgrade_bars(level)
                 continue
             self.spark.sql(
                 f"CREATE TABLE IF NOT EXISTS {self.bars(level)} (\n  {ddl_columns(BAR_COLUMNS)}\n) "
@@ -162,6 +164,29 @@ class Tables:
                     "rollup; map it as an external [source] instead")
             self.spark.sql(f"ALTER TABLE {self.trades} ADD COLUMN {ddl_columns((column,))}")
         return [c.name for c in added]
+
+    def upgrade_bars(self, level: Level) -> list[str]:
+        """Add the bar columns that a level's table created by an older rollup lacks, in place
+        (Iceberg schema evolution, each at its place in `BAR_COLUMNS`); return their names.
+
+        Stored bars keep every value and read the new columns as null (unknown) until
+        `rollup backfill` recomputes them (docs/runbook.md, upgrading to richer bars).
+        """
+        table = self.bars(level)
+        present = set(self.spark.table(table).columns)
+        added = []
+        for previous, column in pairwise(BAR_COLUMNS):
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise MissingTableError(
+                    f"table {table} has no column {column.name}: it was not created by rollup; "
+                    "drop it or point the level at another table")
+            self.spark.sql(f"ALTER TABLE {table} ADD COLUMN {ddl_columns((column,))} "
+                           f"AFTER {previous.name}")
+            present.add(column.name)
+            added.append(column.name)
+        return added
 
     def require(self, table: str) -> None:
         """Raise MissingTableError (one line, with the fix) if `table` does not exist."""

@@ -20,6 +20,7 @@ from rollup.specs.bar import (
     PRICE,
     QUOTE,
     REQUIRED_TRADE_COLUMNS,
+    RICH_COLUMNS,
     VOLUME,
 )
 from rollup.specs.times import TimeRange as TimeRange  # re-exported: the interval of every plan
@@ -28,8 +29,9 @@ from rollup.timeframes import Level, Timeframe
 from rollup.timeframes.calendar import CalendarGrid
 from rollup.transforms.windows import drop_window, longest_window_micros, with_window
 
-TRADE_INPUT = REQUIRED_TRADE_COLUMNS
+TRADE_INPUT = (*REQUIRED_TRADE_COLUMNS, "side")
 BAR_OUTPUT = tuple(column.name for column in PLANNED_BAR_COLUMNS)
+RICH_OUTPUT = tuple(column.name for column in RICH_COLUMNS)
 _MICROS_PER_DAY = 86_400_000_000
 
 
@@ -88,6 +90,10 @@ def order_bits(tf: Timeframe) -> int:
     return 63 - (longest_window_micros(tf) - 1).bit_length()
 
 
+_SIDES = (("buy", 1), ("sell", 2))
+"""The taker sides a bar splits volume and count by, and their codes in `aggregate_trades`."""
+
+
 def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
     """Trades with `window_start` of `tf` -> one row per (exchange, symbol, window_start).
 
@@ -102,7 +108,10 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
       by (offset, chunk, low bits). The ids of one window's trades nearly always fall in one
       or two chunks, so step two sees about one row per window.
     - volume and quote_volume: quantities and prices as integer limbs of base 1e6, summed as
-      longs per chunk (see `CHUNK_BITS`), then as decimals per window.
+      longs per chunk (see `CHUNK_BITS`), then as decimals per window; buy_volume and
+      sell_volume the same way over the trades of that side, buy_count and sell_count as sums
+      of 0/1.
+    - open_ts/close_ts: the window start plus the offset in the first/last trade's key.
 
     Raises (when the plan runs) if a chunk holds more than 2^21 trades, which only repeated
     trade ids can cause.
@@ -120,11 +129,13 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
         f"{_whole('price')} * {_UNITS} + {_fraction_units('price')} AS _p",
         f"{_whole('quantity')} AS _qw",
         f"{_fraction_units('quantity')} AS _qf",
+        "CASE side " + " ".join(f"WHEN '{side}' THEN {code}" for side, code in _SIDES)
+        + " ELSE 0 END AS _sd",
     )
     # quantity units = _qw * 1e8 + _qf = (_qw * 100 + _qf div 1e6) * 1e6 + _qf % 1e6
     upper = f"(_qw * 100 + _qf div {_LIMB})"
     limbs_of = units.selectExpr(
-        *KEY_COLUMNS, "_key", "_chunk", "_p", "_qw", "_qf",
+        *KEY_COLUMNS, "_key", "_chunk", "_p", "_qw", "_qf", "_sd",
         *[f"_p div {_LIMB**k} % {_LIMB} AS _p{k}" for k in range(_PRICE_LIMBS - 1)],
         f"_p div {_LIMB ** (_PRICE_LIMBS - 1)} AS _p{_PRICE_LIMBS - 1}",
         f"_qf % {_LIMB} AS _q0", f"{upper} % {_LIMB} AS _q1",
@@ -141,13 +152,16 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
         "max_by(_p, _key) AS `close`", "max(_key) AS _close_key",
         "max(_p) AS high", "min(_p) AS low", "count(1) AS trade_count",
         "sum(_qw) AS _vw", "sum(_qf) AS _vf", *products,
+        *(f"sum(CASE WHEN _sd = {code} THEN {part} ELSE 0 END) AS _{side}{name}"
+          for side, code in _SIDES for part, name in (("_qw", "w"), ("_qf", "f"), ("1", "c"))),
     ]))
     too_many = (f"raise_error(concat('rollup: more than {_MAX_CHUNK_TRADES} trades of ', "
                 f"exchange, '/', symbol, ' share the trade id range of ', CAST(_chunk AS STRING),"
                 " ' (trade ids must be unique per exchange and symbol)'))")
     # (offset, chunk, low bits) of a chunk's first/last trade: the (ts, trade_id) order
     order = f"struct(shiftright({{0}}, {bits}), _chunk, {{0}} & {low})"
-    sums = ["_vw", "_vf", *(f"_s{k}" for k in range(n_sums))]
+    sums = ["_vw", "_vf", *(f"_s{k}" for k in range(n_sums)),
+            *(f"_{side}{name}" for side, _ in _SIDES for name in ("w", "f"))]
     step_two = step_one.groupBy(*KEY_COLUMNS).agg(*map(F.expr, [
         f"min_by(`open`, {order.format('_open_key')}) AS `open`",
         "max(high) AS high", "min(low) AS low",
@@ -155,6 +169,9 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
         f"sum(CASE WHEN trade_count > {_MAX_CHUNK_TRADES} THEN CAST({too_many} AS BIGINT)"
         " ELSE trade_count END) AS trade_count",
         *(f"sum(CAST({name} AS DECIMAL(38,0))) AS {name}" for name in sums),
+        *(f"sum(_{side}c) AS _{side}c" for side, _ in _SIDES),
+        f"min(shiftright(_open_key, {bits})) AS _open_off",
+        f"max(shiftright(_close_key, {bits})) AS _close_off",
     ]))
     volume_units = f"_vw * {_UNITS} + _vf"
     quote_units = " + ".join(f"_s{k} * {_LIMB**k}" for k in range(n_sums))
@@ -165,11 +182,26 @@ def aggregate_trades(trades: DataFrame, tf: Timeframe) -> DataFrame:
         f"{_decimal_of_units(volume_units, 8, VOLUME)} AS volume",
         f"{_decimal_of_units(quote_units, 16, QUOTE)} AS quote_volume",
         "CAST(trade_count AS BIGINT) AS trade_count",
+        *(f"{_decimal_of_units(f'_{side}w * {_UNITS} + _{side}f', 8, VOLUME)} AS {side}_volume"
+          for side, _ in _SIDES),
+        *(f"CAST(_{side}c AS BIGINT) AS {side}_count" for side, _ in _SIDES),
+        "timestamp_micros(unix_micros(window_start) + _open_off) AS open_ts",
+        "timestamp_micros(unix_micros(window_start) + _close_off) AS close_ts",
     )
 
 
+def _known_sum(column: str, type_: str) -> Column:
+    """The sum of `column` over a group, null (unknown) if any row's value is null: a child
+    bar written before its table was upgraded must not make a partial sum."""
+    known = F.count(column) == F.count(F.lit(1))
+    return F.when(known, F.sum(column)).cast(type_).alias(column)
+
+
 def aggregate_bars(bars: DataFrame) -> DataFrame:
-    """Child bars re-keyed to parent `window_start` (as `child_start`) -> combined bars."""
+    """Child bars re-keyed to parent `window_start` (as `child_start`) -> combined bars.
+
+    open_ts/close_ts come from the first/last child (null if that child's is); the buy/sell
+    sums are null when any child's is (see `_known_sum`)."""
     return bars.groupBy(*KEY_COLUMNS).agg(
         F.min_by("open", "child_start").alias("open"),
         F.max("high").alias("high"),
@@ -178,6 +210,10 @@ def aggregate_bars(bars: DataFrame) -> DataFrame:
         F.sum("volume").cast("decimal(38,8)").alias("volume"),
         F.sum("quote_volume").cast(QUOTE).alias("quote_volume"),
         F.sum("trade_count").cast("long").alias("trade_count"),
+        *(_known_sum(f"{side}_volume", VOLUME) for side, _ in _SIDES),
+        *(_known_sum(f"{side}_count", "long") for side, _ in _SIDES),
+        F.min_by("open_ts", "child_start").alias("open_ts"),
+        F.max_by("close_ts", "child_start").alias("close_ts"),
     )
 
 
@@ -205,6 +241,7 @@ def finish(bars: DataFrame, tf: Timeframe) -> DataFrame:
         " ELSE quote_volume END AS quote_volume",
         "trade_count",
         f"CASE WHEN volume != 0 THEN CAST(quote_volume / volume AS {PRICE}) END AS vwap",
+        *RICH_OUTPUT,
     )
 
 
