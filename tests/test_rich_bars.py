@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from rollup.incremental.runner import backfill, run_cascade
+from rollup.readers.export import select_bars, to_pandas_utc, write_frame
 from rollup.specs.bar import (
     BAR_COLUMNS,
     PLANNED_BAR_COLUMNS,
@@ -258,7 +259,7 @@ def _old_rows(rows: list[Row], level_tf: Timeframe) -> list[tuple[Any, ...]]:
 
 @pytest.mark.spark
 def test_old_tables_upgrade_in_place_and_backfill_fills_them(  # type: ignore[no-untyped-def]
-        spark, namespace, monkeypatch) -> None:
+        spark, namespace, monkeypatch, tmp_path) -> None:
     import rollup.storage.tables as tables_module
 
     tables = Tables(spark, "rollup", namespace)
@@ -282,6 +283,11 @@ def test_old_tables_upgrade_in_place_and_backfill_fills_them(  # type: ignore[no
             == before[level.name]  # nothing lost
         assert stored.where(" OR ".join(f"{c} IS NOT NULL" for c in RICH)).count() == 0
         assert tables.upgrade_bars(level) == []  # idempotent
+    export = tmp_path / "bars.csv"
+    write_frame(to_pandas_utc(select_bars(tables, "1m")), "csv", str(export))
+    header, first = export.read_text().splitlines()[:2]
+    values = dict(zip(header.split(","), first.split(","), strict=True))
+    assert values["buy_count"] == "" and values["trade_count"].isdigit()  # null, not NaN/3.0
 
     # A backfill of one hour fills it; the day around it stays unknown, never partial.
     backfill(tables, T0, T0 + timedelta(hours=1))

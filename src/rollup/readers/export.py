@@ -103,11 +103,14 @@ def select_rejects(
 
 
 def to_pandas_utc(df: DataFrame) -> pd.DataFrame:
-    """Collect bars to pandas with timestamp columns as UTC-aware values."""
+    """Collect bars to pandas with timestamp columns as UTC-aware values and long columns as
+    integers, also where some are null (bars not yet backfilled after an upgrade)."""
     frame: Any = df.toPandas()
     for name, kind in df.dtypes:
         if kind == "timestamp":
             frame[name] = frame[name].dt.tz_localize("UTC")
+        elif kind == "bigint" and frame[name].dtype != "int64":
+            frame[name] = frame[name].astype("Int64")
     return frame
 
 

@@ -182,8 +182,13 @@ class Tables:
                 raise MissingTableError(
                     f"table {table} has no column {column.name}: it was not created by rollup; "
                     "drop it or point the level at another table")
-            self.spark.sql(f"ALTER TABLE {table} ADD COLUMN {ddl_columns((column,))} "
-                           f"AFTER {previous.name}")
+            try:
+                self.spark.sql(f"ALTER TABLE {table} ADD COLUMN {ddl_columns((column,))} "
+                               f"AFTER {previous.name}")
+            except Exception:  # another process may have added it first (runs start together)
+                self.spark.sql(f"REFRESH TABLE {table}")
+                if column.name not in self.spark.table(table).columns:
+                    raise
             present.add(column.name)
             added.append(column.name)
         return added
