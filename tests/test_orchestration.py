@@ -365,3 +365,29 @@ def test_served_warehouse_is_absolute_for_hadoop_and_as_given_for_rest(
                     iceberg=CatalogConfig(type="rest", uri="http://127.0.0.1:8181"))
     assert served_settings(rest).warehouse == "analytics"
     assert not (tmp_path / "wh").exists()  # made absolute, not created
+
+
+def test_calendar_levels_get_prefect_safe_flow_and_slot_names(tmp_path: Path) -> None:
+    """A zone or session in a level name ('/', '@', '+') never reaches a Prefect name."""
+    pytest.importorskip("prefect")
+    from rollup.deploy.orchestration import load_flows
+
+    settings = _settings(tmp_path, """
+[levels]
+1m = "trades"
+1h = "1m"
+"1d@America/New_York" = "1h"
+"1d@America/Chicago+17:00" = "1h"
+[orchestration.schedules]
+"1d@America/New_York" = "5 5 * * *"
+""")
+    specs = {s.timeframe: s for s in deployment_specs(settings) if s.kind == "level"}
+    new_york = specs["1d@America/New_York"]
+    assert new_york.full_name == "rollup-1d_america_new_york/market_data"
+    assert new_york.cron == "5 5 * * *"
+    assert specs["1d@America/Chicago+17:00"].flow_name == "rollup-1d_america_chicago_1700"
+    assert [level_slot(settings, "1d@America/Chicago+17:00")] == [
+        "rollup-rollup-market_data-1d_america_chicago_1700"]
+    built = load_flows().build_deployments(list(specs.values()), flow_parameters(settings))
+    assert [d.flow_name for d in built] == [s.flow_name for s in specs.values()]
+    assert built[2].parameters["timeframe"] == "1d@America/New_York"

@@ -26,7 +26,7 @@ import attrs
 
 from rollup.errors import OrchestrationError
 from rollup.settings.config import Collision, OrchestrationConfig, Settings, check_master
-from rollup.timeframes import Dag
+from rollup.timeframes import Dag, Timeframe
 
 FLOW_PREFIX = "rollup"
 CASCADE, QUALITY, RETENTION = "cascade", "quality", "retention"
@@ -42,8 +42,10 @@ DEFAULT_SCHEDULES: Mapping[str, str] = {
 
 
 def level_slot(settings: Settings, level: str) -> str:
-    """Name of the global concurrency limit (limit 1) held while `level` runs."""
-    return f"{FLOW_PREFIX}-{settings.catalog}-{settings.namespace}-{level}".lower()
+    """Name of the global concurrency limit (limit 1) held while `level` runs (the level as
+    its identifier: `1d@America/New_York` -> `1d_america_new_york`)."""
+    name = Timeframe.parse(level).identifier
+    return f"{FLOW_PREFIX}-{settings.catalog}-{settings.namespace}-{name}".lower()
 
 
 def level_slots(settings: Settings, levels: Sequence[str] | None = None) -> list[str]:
@@ -108,7 +110,7 @@ def deployment_specs(
         cron = _cron_of(config, level.name, level.schedule)
         before = f", after {', '.join(chain[:-1])}" if len(chain) > 1 else ""
         specs.append(DeploymentSpec(
-            flow_name=f"{FLOW_PREFIX}-{level.name}", name=name, kind="level",
+            flow_name=f"{FLOW_PREFIX}-{level.timeframe.identifier}", name=name, kind="level",
             timeframe=level.name, cron=cron, tags=(*common, f"level:{level.name}"),
             description=(f"Bring {level.name} bars ({level.table}, from {level.parent_name}) up "
                          f"to date{before}; {level.write_mode} writes; {mode}."),
