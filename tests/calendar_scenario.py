@@ -81,9 +81,12 @@ def append_trades(tables: Tables, rows: list[tuple[Any, ...]]) -> None:
     frame.writeTo(tables.trades).append()
 
 
-def run_scenario(spark: Any, namespace: str, levels: dict[str, str | None]) -> Tables:
+def run_scenario(spark: Any, namespace: str, levels: dict[str, str | None],
+                 *, lakehouse: bool = False) -> Tables:
     """Build `levels` over the edge trades, add late trades, rerun and backfill; every step
-    ends exact against the oracle. Returns the tables for further checks."""
+    ends exact against the oracle. With `lakehouse`, also delete the trades of the US DST
+    change hours (merge-on-read delete files) and compact a calendar table. Returns the
+    tables for further checks."""
     tables = Tables(spark, "rollup", namespace, Dag.from_spec(levels))
     tables.create_all()
     append_trades(tables, edge_trades(0) + spread_trades(10_000, 300, utc(2026, 2, 27),
@@ -106,6 +109,8 @@ def run_scenario(spark: Any, namespace: str, levels: dict[str, str | None]) -> T
     assert assert_exact(tables) > 0
     after = snapshot_ids(tables)
     assert all(after[name] != before[name] for name in levels)
+    if lakehouse:
+        operate(tables, next(name for name in levels if "@" in name))
 
     # A rerun changes nothing; a backfill over the US DST week rewrites nothing either.
     assert all(r.status != "written" for r in run_cascade(tables))
@@ -114,3 +119,19 @@ def run_scenario(spark: Any, namespace: str, levels: dict[str, str | None]) -> T
         assert result.status in ("unchanged", "expired"), result
     assert snapshot_ids(tables) == unchanged
     return tables
+
+
+def operate(tables: Tables, calendar_level: str) -> None:
+    """What operators do: a DELETE of trades (delete files), a compaction of a calendar
+    table (a `replace` snapshot, no content change); both end exact."""
+    spark = tables.spark
+    hours = "ts >= TIMESTAMP '2026-03-08 06:30:00' AND ts < TIMESTAMP '2026-03-08 07:30:00'"
+    spark.sql(f"DELETE FROM {tables.trades} WHERE {hours}")  # noqa: S608 - validated names
+    results = run_cascade(tables)
+    assert any(r.status == "written" for r in results), results
+    assert assert_exact(tables) > 0
+    table = tables.bars(calendar_level).split(".", 1)[1]
+    spark.sql(f"CALL {tables.catalog}.system.rewrite_data_files(table => '{table}', "
+              "options => map('rewrite-all', 'true'))")
+    assert all(r.status != "written" for r in run_cascade(tables))
+    assert_exact(tables)

@@ -37,7 +37,7 @@ def test_the_oracle_windows_are_the_documented_ones() -> None:
 
 
 def test_new_york_days_months_and_cme_sessions_equal_the_oracle(spark, namespace) -> None:  # type: ignore[no-untyped-def]
-    tables = run_scenario(spark, namespace, LEVELS)
+    tables = run_scenario(spark, namespace, LEVELS, lakehouse=True)
     check_new_york_days(tables)
 
 
