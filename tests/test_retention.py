@@ -341,3 +341,28 @@ def test_retention_rejects_unsafe_settings(retained: Any) -> None:
         enforce_retention(retained, now=NOW, dry_run=True, orphan_age=timedelta(hours=1))
     with pytest.raises(InputError, match="retain_last"):
         enforce_retention(retained, now=NOW, dry_run=True, retain_last=0)
+
+
+def test_calendar_horizons_follow_local_windows_and_label_partitions() -> None:
+    """Hand-derived instants: New York midnights are 05:00Z in winter and 04:00Z in summer;
+    a CME session labelled D starts at 17:00 Chicago on D - 1 (22:00Z in summer)."""
+    from rollup.incremental.retention import first_start
+    from rollup.timeframes import Level
+
+    ny = Timeframe.parse("1d@America/New_York")
+    cme = Timeframe.parse("1d@America/Chicago+17:00")
+    assert ceil_to_grid(utc(2026, 3, 8, 12), ny) == utc(2026, 3, 9, 4)
+    assert ceil_to_grid(utc(2026, 3, 8, 5), ny) == utc(2026, 3, 8, 5)
+    assert first_start(date(2026, 3, 9), cme) == utc(2026, 3, 8, 22)
+    assert first_start(date(2026, 3, 9), Timeframe.parse("1h")) == utc(2026, 3, 9)
+    assert ceil_to_partition(utc(2026, 3, 9, 4), "months", ny) == utc(2026, 4, 1, 4)
+    assert ceil_to_partition(utc(2026, 3, 1, 5), "months", ny) == utc(2026, 3, 1, 5)
+    # March's first session window (labelled March 1, a Sunday: every date has a window,
+    # weekend ones hold no trades) opens on February 28 at 17:00 CST, 23:00Z.
+    assert ceil_to_partition(utc(2026, 2, 26, 23), "months", cme) == utc(2026, 2, 28, 23)
+    session = Level("1d@America/Chicago+17:00", "1h")
+    assert combine_horizon(session, date(2026, 3, 9), None, whole_partitions=False) \
+        == utc(2026, 3, 8, 22)
+    month = Level("1M@America/New_York", "1d@America/New_York")
+    assert combine_horizon(month, None, date(2026, 3, 9), whole_partitions=True) \
+        == utc(2026, 4, 1, 4)
