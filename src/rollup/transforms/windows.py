@@ -52,6 +52,11 @@ def longest_window_micros(tf: Timeframe) -> int:
     return max(end - start for _, start, end in window_rows(tf)) * 1_000_000
 
 
+def _floor_div(column: str, divisor: int) -> str:
+    """SQL: `column` divided by `divisor`, rounded down on longs (also before 1970)."""
+    return f"(({column} - pmod({column}, {divisor})) div {divisor})"
+
+
 def window_table(spark: SparkSession, tf: Timeframe) -> DataFrame:
     """The windows of a calendar `tf` as a cached DataFrame, one row per window and UTC day
     it overlaps (WINDOW_TABLE_COLUMNS: the day, start and end in epoch microseconds, the
@@ -63,7 +68,8 @@ def window_table(spark: SparkSession, tf: Timeframe) -> DataFrame:
             windows = spark.createDataFrame(list(window_rows(tf)),
                                             "label INT, start BIGINT, end BIGINT")
             table = windows.selectExpr(
-                "explode(sequence(start div 86400, (end - 1) div 86400)) AS _cw_day",
+                f"explode(sequence({_floor_div('start', 86_400)},"
+                f" {_floor_div('(end - 1)', 86_400)})) AS _cw_day",
                 "start * 1000000 AS _cw_start", "end * 1000000 AS _cw_end",
                 "date_from_unix_date(label) AS _cw_date").cache()
             per_session[tf.name] = table
@@ -79,7 +85,7 @@ def with_window(df: DataFrame, micros: Column, tf: Timeframe, *, what: str) -> D
     """
     table = F.broadcast(window_table(df.sparkSession, tf))
     keyed = df.withColumn("_cw_at", micros).withColumn(
-        "_cw_key", F.floor(F.col("_cw_at") / F.lit(_DAY_MICROS)))
+        "_cw_key", F.expr(_floor_div("_cw_at", _DAY_MICROS)))
     on = ((keyed["_cw_key"] == table["_cw_day"]) & (keyed["_cw_at"] >= table["_cw_start"])
           & (keyed["_cw_at"] < table["_cw_end"]))
     joined = keyed.join(table, on, "left").drop("_cw_day", "_cw_key")
