@@ -150,6 +150,9 @@ def test_every_check_passes_after_a_calendar_run(calendar_env: dict[str, Any]) -
     assert all(r.passed for r in late), late
     reconcile = next(r for r in late if r.check == "reconcile")
     assert "windows from 2026-03-09T04:00:00Z" in reconcile.detail
+    from rollup.cli import main
+
+    assert main(cli(calendar_env, "check", "--strict", "--timeframe", SESSION)) == 0
 
 
 def _damaged(rows: list[dict[str, Any]], when: date, change: dict[str, Any]) -> tuple[
@@ -201,6 +204,10 @@ def test_a_damaged_calendar_bar_fails_its_check(calendar_env: dict[str, Any],
         for check, which in expected.items():
             assert set(failed[check].samples) == {keys[k] for k in which}, failed[check]
             assert failed[check].violations == len(which), failed[check]
+        if damage == "24h Sunday":
+            from rollup.cli import main
+
+            assert main(cli(calendar_env, "check", "--strict", "--timeframe", level)) == 1
     finally:
         overwrite(tables, level, original)
     assert all(r.passed for r in run_checks(tables, [level], checks=("alignment", "reconcile")))
