@@ -16,6 +16,7 @@ check therefore asks volume >= 0 and trade_count > 0, and the `vwap` check asks 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -118,12 +119,18 @@ def with_calendar_windows(bars: DataFrame, tf: Timeframe) -> DataFrame:
     """
     if not tf.is_calendar:
         return bars
-    rows = window_rows(tf)
-    first, last = min(r[1] for r in rows), max(r[2] for r in rows)
+    first, last = _grid_span(tf)
     start = F.unix_micros(F.col("window_start"))
     inside = start.isNotNull() & (start >= F.lit(first)) & (start < F.lit(last))
     return with_window(bars, F.when(inside, start).otherwise(F.lit(first)), tf,
                        what="window_start")
+
+
+@functools.cache
+def _grid_span(tf: Timeframe) -> tuple[int, int]:
+    """First window start and last window end (epoch micros) of a calendar `tf`'s grid."""
+    rows = window_rows(tf)
+    return min(r[1] for r in rows), max(r[2] for r in rows)
 
 
 def row_violations(tf: Timeframe) -> dict[str, Column]:
@@ -176,8 +183,8 @@ class CheckContext:
         one aggregation."""
         if not self._row_counts:
             flags = row_violations(self.level.timeframe)
-            counts = self.checked_bars.agg(*[F.count_if(flag).alias(n) for n, flag in flags.items()]
-                                   ).first()
+            counts = self.checked_bars.agg(
+                *[F.count_if(flag).alias(n) for n, flag in flags.items()]).first()
             self._row_counts.update(
                 {n: int(counts[n] or 0) if counts is not None else 0 for n in flags})
         return self._row_counts[name]
