@@ -47,7 +47,13 @@ def cmd_chart(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # files only, no display needed
 
     from rollup.cli.common import settings_from
-    from rollup.readers.charts import candles, no_bars_message, save
+    from rollup.readers.charts import (
+        candles,
+        default_title,
+        is_calendar,
+        no_bars_message,
+        save,
+    )
     from rollup.readers.read import read_bars
 
     size = _size(args.size)
@@ -60,9 +66,10 @@ def cmd_chart(args: argparse.Namespace) -> int:
     if len(bars) == 0:
         raise InputError(no_bars_message(args.timeframe, args.exchange, args.symbol, args.start,
                                   args.end))
-    title = args.title or (f"{args.exchange}/{args.symbol} {args.timeframe} (UTC), "
-                           f"{len(bars)} bars")
-    fig = candles(bars, title=title, moving_averages=tuple(args.mav), figsize=size)
+    title = args.title or default_title(f"{args.exchange}/{args.symbol}", args.timeframe,
+                                        len(bars))
+    fig = candles(bars, title=title, moving_averages=tuple(args.mav), figsize=size,
+                  by_date=is_calendar(args.timeframe))
     path = save(fig, args.output, dpi=args.dpi)
     print(f"wrote {path} ({len(bars)} bars)")
     return 0

@@ -16,6 +16,7 @@ check therefore asks volume >= 0 and trade_count > 0, and the `vwap` check asks 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from rollup.storage import state
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
 from rollup.transforms.bars import Rollup, window_start_micros
+from rollup.transforms.windows import window_rows, with_window
 
 RECONCILED = COMBINED_COLUMNS
 SAMPLES = 10
@@ -91,12 +93,44 @@ def volume_violation() -> Column:
 
 
 def alignment_violation(tf: Timeframe) -> Column:
-    """window_end - window_start = tf, window_start on the tf grid, window_date its UTC date."""
+    """window_end - window_start = tf, window_start on the tf grid, window_date its UTC date.
+
+    For a calendar `tf` the bars must first pass through `with_calendar_windows`: then
+    window_start must be a window start of the calendar, window_end the next window's start
+    and window_date the window's label.
+    """
     start = F.unix_micros(F.col("window_start"))
+    if tf.is_calendar:
+        return _bad((F.col("_cw_start") == start)
+                    & (F.col("_cw_end") == F.unix_micros(F.col("window_end")))
+                    & (F.col("window_date") == F.col("_cw_date")))
     utc_date = F.date_from_unix_date(F.floor(start / F.lit(_MICROS_PER_DAY)).cast("int"))
     return _bad((F.unix_micros(F.col("window_end")) - start == F.lit(tf.micros))
                 & (window_start_micros(start, tf) == start)
                 & (F.col("window_date") == utc_date))
+
+
+def with_calendar_windows(bars: DataFrame, tf: Timeframe) -> DataFrame:
+    """`bars` plus the calendar window (`_cw_start`, `_cw_end`, `_cw_date`) holding each
+    window_start, which `alignment_violation` compares; `bars` unchanged for a fixed `tf`.
+
+    A window_start outside the calendar's grid is looked up as the grid's first instant, so
+    it is reported as misaligned instead of failing the whole check.
+    """
+    if not tf.is_calendar:
+        return bars
+    first, last = _grid_span(tf)
+    start = F.unix_micros(F.col("window_start"))
+    inside = start.isNotNull() & (start >= F.lit(first)) & (start < F.lit(last))
+    return with_window(bars, F.when(inside, start).otherwise(F.lit(first)), tf,
+                       what="window_start")
+
+
+@functools.cache
+def _grid_span(tf: Timeframe) -> tuple[int, int]:
+    """First window start and last window end (epoch micros) of a calendar `tf`'s grid."""
+    rows = window_rows(tf)
+    return min(r[1] for r in rows), max(r[2] for r in rows)
 
 
 def row_violations(tf: Timeframe) -> dict[str, Column]:
@@ -114,6 +148,8 @@ _ROW_DETAIL = {
     "volume": "volume >= 0, quote_volume >= 0 and trade_count > 0",
     "alignment": "window_end - window_start = {tf}, window_start aligned, window_date = UTC date",
 }
+_CALENDAR_ALIGNMENT = ("window_start a {tf} window start, window_end the next window's start, "
+                       "window_date its label")
 
 
 def _samples(df: DataFrame) -> tuple[Key, ...]:
@@ -137,13 +173,18 @@ class CheckContext:
     now: datetime = attrs.field(factory=lambda: datetime.now(UTC))
     _row_counts: dict[str, int] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
+    @property
+    def checked_bars(self) -> DataFrame:
+        """The bars the row invariants look at (with their calendar windows, if any)."""
+        return with_calendar_windows(self.bars, self.level.timeframe)
+
     def row_count(self, name: str) -> int:
         """Bars breaking row invariant `name`; the first call counts every row invariant in
         one aggregation."""
         if not self._row_counts:
             flags = row_violations(self.level.timeframe)
-            counts = self.bars.agg(*[F.count_if(flag).alias(n) for n, flag in flags.items()]
-                                   ).first()
+            counts = self.checked_bars.agg(
+                *[F.count_if(flag).alias(n) for n, flag in flags.items()]).first()
             self._row_counts.update(
                 {n: int(counts[n] or 0) if counts is not None else 0 for n in flags})
         return self._row_counts[name]
@@ -155,10 +196,12 @@ Check = Callable[[CheckContext], CheckResult]
 
 def _row_check(ctx: CheckContext, name: str) -> CheckResult:
     n = ctx.row_count(name)
-    flag = row_violations(ctx.level.timeframe)[name]
+    tf = ctx.level.timeframe
+    flag = row_violations(tf)[name]
+    detail = _CALENDAR_ALIGNMENT if name == "alignment" and tf.is_calendar else _ROW_DETAIL[name]
     return CheckResult(ctx.level.name, name, n == 0, n,
-                       _samples(ctx.bars.where(flag)) if n else (),
-                       _ROW_DETAIL[name].format(tf=ctx.level.name))
+                       _samples(ctx.checked_bars.where(flag)) if n else (),
+                       detail.format(tf=ctx.level.name))
 
 
 def check_price(ctx: CheckContext) -> CheckResult:
@@ -262,9 +305,10 @@ def check_reconcile(ctx: CheckContext) -> CheckResult:
     bound = max(bounds) if bounds else None
     actual = ctx.bars
     if bound is not None:
-        bound = level.timeframe.floor(bound)
+        window = level.timeframe.window(bound)  # fixed or calendar: its start and the next
+        bound = window.start
         if since is not None and bound < since:  # a window straddling `since`: skip it
-            bound += level.timeframe.duration
+            bound = window.end
         actual = actual.where(F.col("window_start") >= F.lit(bound))
     current_rows, _, _ = _parent_rows(tables, level, None)
     now = _expected(current_rows, level, bound, "n")

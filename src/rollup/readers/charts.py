@@ -40,11 +40,13 @@ def _import_mplfinance() -> Any:
     return mplfinance
 
 
-def ohlcv_frame(bars: pd.DataFrame) -> pd.DataFrame:
+def ohlcv_frame(bars: pd.DataFrame, *, by_date: bool = False) -> pd.DataFrame:
     """Bars of one instrument as the float Open/High/Low/Close/Volume frame mplfinance draws.
 
-    The index is window_start in UTC (tz-naive, as mplfinance expects). Exact Decimal values
-    become floats here, for drawing only.
+    The index is window_start in UTC (tz-naive, as mplfinance expects), or with `by_date`
+    the window_date (the label of a calendar window: a New York day's local date, a CME
+    session's trade date, a month's first day). Exact Decimal values become floats here, for
+    drawing only.
 
     Raises:
         InputError: no bars, or bars of more than one (exchange, symbol).
@@ -53,7 +55,8 @@ def ohlcv_frame(bars: pd.DataFrame) -> pd.DataFrame:
 
     if bars is None or len(bars) == 0:
         raise InputError("no bars to chart: check the timeframe, exchange, symbol and time range")
-    missing = [c for c in ("window_start", "open", "high", "low", "close", "volume")
+    time_col = "window_date" if by_date else "window_start"
+    missing = [c for c in (time_col, "open", "high", "low", "close", "volume")
                if c not in bars.columns]
     if missing:
         raise InputError(f"bars lack the column(s) {', '.join(missing)} needed for a chart")
@@ -63,7 +66,11 @@ def ohlcv_frame(bars: pd.DataFrame) -> pd.DataFrame:
             names = ", ".join(f"{e}/{s}" for e, s in series.itertuples(index=False))
             raise InputError(f"bars of several instruments ({names}): chart one exchange and "
                              "symbol at a time")
-    index = pd.DatetimeIndex(pd.to_datetime(bars["window_start"], utc=True))
+    if by_date:
+        index = pd.DatetimeIndex(pd.to_datetime(bars["window_date"])).rename("window_date")
+    else:
+        index = pd.DatetimeIndex(pd.to_datetime(bars["window_start"], utc=True)).tz_convert(
+            None).rename("window_start (UTC)")
     frame = pd.DataFrame(
         {
             "Open": bars["open"].astype(float).to_numpy(),
@@ -72,7 +79,7 @@ def ohlcv_frame(bars: pd.DataFrame) -> pd.DataFrame:
             "Close": bars["close"].astype(float).to_numpy(),
             "Volume": bars["volume"].astype(float).to_numpy(),
         },
-        index=index.tz_convert(None).rename("window_start (UTC)"),
+        index=index,
     )
     return frame.sort_index()
 
@@ -90,6 +97,7 @@ def candles(
     title: str | None = None,
     moving_averages: tuple[int, ...] = (),
     figsize: tuple[float, float] = (12.0, 7.0),
+    by_date: bool = False,
 ) -> Figure:
     """Draw a candlestick chart with a volume panel from bars of one instrument.
 
@@ -98,6 +106,8 @@ def candles(
         title: the chart title (default: exchange/symbol and the bar count).
         moving_averages: windows (in bars) of close-price moving averages to overlay.
         figsize: width and height in inches.
+        by_date: label the x axis by window_date instead of the UTC window_start (for
+            calendar levels, whose windows start at local midnights or session opens).
 
     Raises:
         InputError: no bars, or bars of several instruments.
@@ -105,7 +115,7 @@ def candles(
     import matplotlib.pyplot as plt
 
     mpf = _import_mplfinance()
-    frame = ohlcv_frame(bars)
+    frame = ohlcv_frame(bars, by_date=by_date)
     if title is None:
         first = bars.iloc[0]
         name = f"{first['exchange']}/{first['symbol']}" if "exchange" in bars.columns else "bars"
@@ -116,7 +126,8 @@ def candles(
     fig, _axes = mpf.plot(
         frame, type="candle", volume=True, style=_style(mpf), axtitle=title,
         ylabel="price", ylabel_lower="volume", figsize=figsize, returnfig=True,
-        warn_too_much_data=len(frame) + 1, datetime_format="%m-%d %H:%M", xrotation=0,
+        warn_too_much_data=len(frame) + 1, xrotation=0,
+        datetime_format="%Y-%m-%d" if by_date else "%m-%d %H:%M",
         **options,
     )
     plt.close(fig)  # detached: shown once as a notebook cell's value, never leaked by scripts
@@ -165,13 +176,27 @@ def plot(
                      settings=settings)
     if len(bars) == 0:
         raise InputError(no_bars_message(timeframe, exchange, symbol, start, end))
-    if title is None:
-        first = bars.iloc[0]
-        title = f"{first['exchange']}/{first['symbol']} {timeframe} (UTC), {len(bars)} bars"
-    fig = candles(bars, title=title, moving_averages=moving_averages, figsize=figsize)
+    first = bars.iloc[0]
+    title = title or default_title(f"{first['exchange']}/{first['symbol']}", timeframe,
+                                   len(bars))
+    fig = candles(bars, title=title, moving_averages=moving_averages, figsize=figsize,
+                  by_date=is_calendar(timeframe))
     if output is not None:
         save(fig, output)
     return fig
+
+
+def is_calendar(timeframe: str | Timeframe) -> bool:
+    """Whether `timeframe` has calendar windows, charted by window_date."""
+    from rollup.timeframes import Timeframe
+
+    return Timeframe.parse(timeframe).is_calendar
+
+
+def default_title(instrument: str, timeframe: str | Timeframe, count: int) -> str:
+    """`GC/ES 1h (UTC), 48 bars`; a calendar level's bars are dated by their labels."""
+    dated = "by window_date" if is_calendar(timeframe) else "UTC"
+    return f"{instrument} {timeframe} ({dated}), {count} bars"
 
 
 def no_bars_message(timeframe: object, exchange: Names, symbol: Names, start: Instant,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollup.errors import InputError
+from rollup.readers.read import window_date_bounds
 from rollup.specs.bar import KEY_COLUMNS, REJECTED_COLUMNS
 from rollup.specs.times import parse_instant
 
@@ -49,9 +50,14 @@ def select_bars(
     if symbol is not None:
         df = df.where(F.col("symbol") == F.lit(symbol))
     if lo is not None:
-        df = df.where(F.col("window_start") >= F.lit(lo)).where(F.col("window_date") >= lo.date())
+        df = df.where(F.col("window_start") >= F.lit(lo))
     if hi is not None:
-        df = df.where(F.col("window_start") < F.lit(hi)).where(F.col("window_date") <= hi.date())
+        df = df.where(F.col("window_start") < F.lit(hi))
+    first, last = window_date_bounds(level.timeframe, lo, hi)  # labels of calendar windows
+    if first is not None:
+        df = df.where(F.col("window_date") >= F.lit(first))
+    if last is not None:
+        df = df.where(F.col("window_date") <= F.lit(last))
     return df.orderBy(*KEY_COLUMNS)
 
 

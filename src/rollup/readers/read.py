@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollup.errors import ConfigError, InputError
 from rollup.specs.bar import KEY_COLUMNS
-from rollup.specs.times import parse_instant
+from rollup.specs.times import as_utc, parse_instant
 from rollup.timeframes import Level, Timeframe
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ LINEAGE = ("created_at", "updated_at", "run_id")
 FILLED = "filled"
 DEFAULT_FILL_LOOKBACK = timedelta(days=7)
 """How far before `start` gap filling looks for the previous close (at least 100 windows)."""
+_TICK = timedelta(microseconds=1)
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 _METADATA = re.compile(r"^v(\d+)(\.gz)?\.metadata\.json$")
@@ -214,16 +215,37 @@ def _names(value: Names, what: str) -> list[str] | None:
     return items
 
 
+def window_date_bounds(
+    tf: Timeframe | None, lo: datetime | None, hi: datetime | None
+) -> tuple[date | None, date | None]:
+    """The `window_date` range of the windows of `tf` with lo <= window_start < hi.
+
+    A fixed window is dated by the UTC date of its start. A calendar window is dated by its
+    label, which can fall after the UTC date of its start (a CME session starting Sunday
+    22:00Z is Monday's, a Tokyo day starts the UTC day before): labels grow with window
+    starts, so the bounds are the labels of the windows holding `lo` and the instant before
+    `hi`. Without `tf` the dates of `lo` and `hi` (right for fixed timeframes only).
+    """
+    if tf is None or not tf.is_calendar:
+        return (None if lo is None else lo.date()), (None if hi is None else hi.date())
+    first = None if lo is None else tf.window_date(lo)
+    last = None if hi is None else tf.window_date(hi - _TICK)
+    return first, last
+
+
 def bar_filter(
     exchange: Names = None,
     symbol: Names = None,
     start: Instant = None,
     end: Instant = None,
+    *,
+    timeframe: str | Timeframe | None = None,
 ) -> BooleanExpression:
     """A pyiceberg row filter: exchange/symbol in the given names, start <= window_start < end.
 
     The bounds are also put on `window_date` (the partition source column), which lets the
-    scan skip whole partitions.
+    scan skip whole partitions; pass the `timeframe` of a calendar level, whose windows are
+    dated by their labels (`window_date_bounds`).
     """
     import pyiceberg.expressions
 
@@ -235,14 +257,16 @@ def bar_filter(
         if names is not None:
             term = ex.EqualTo(column, names[0]) if len(names) == 1 else ex.In(column, names)
             expr = ex.And(expr, term)
-    if start is not None:
-        lo = parse_instant(start, "start")
+    lo = parse_instant(start, "start") if start is not None else None
+    hi = parse_instant(end, "end") if end is not None else None
+    first, last = window_date_bounds(
+        None if timeframe is None else Timeframe.parse(timeframe), lo, hi)
+    if lo is not None and first is not None:
         expr = ex.And(expr, ex.And(ex.GreaterThanOrEqual("window_start", lo),
-                                   ex.GreaterThanOrEqual("window_date", lo.date())))
-    if end is not None:
-        hi = parse_instant(end, "end")
+                                   ex.GreaterThanOrEqual("window_date", first)))
+    if hi is not None and last is not None:
         expr = ex.And(expr, ex.And(ex.LessThan("window_start", hi),
-                                   ex.LessThanOrEqual("window_date", hi.date())))
+                                   ex.LessThanOrEqual("window_date", last)))
     result: BooleanExpression = expr
     return result
 
@@ -260,9 +284,10 @@ def scan_bars(
     settings: Settings | None = None,
 ) -> DataScan:
     """The pyiceberg scan behind `read_bars` (`.plan_files()` shows the files it reads)."""
-    table, _ = open_bar_table(timeframe, warehouse, namespace=namespace, config=config,
-                              settings=settings)
-    return table.scan(row_filter=bar_filter(exchange, symbol, start, end))
+    table, level = open_bar_table(timeframe, warehouse, namespace=namespace, config=config,
+                                  settings=settings)
+    return table.scan(row_filter=bar_filter(exchange, symbol, start, end,
+                                            timeframe=level.timeframe))
 
 
 def read_bars_arrow(
@@ -309,17 +334,17 @@ def read_bars_arrow(
     hi = parse_instant(end, "end") if end is not None else None
     if lo is not None and hi is not None and hi < lo:
         raise InputError(f"invalid range: end {hi.isoformat()} is before start {lo.isoformat()}")
-    result = table.scan(row_filter=bar_filter(exchange, symbol, lo, hi)).to_arrow()
+    tf = level.timeframe
+    result = table.scan(row_filter=bar_filter(exchange, symbol, lo, hi, timeframe=tf)).to_arrow()
     result = result.sort_by([(k, "ascending") for k in SORT_KEYS])
     if not fill_gaps:
         return result
-    tf = level.timeframe
     lookback = fill_lookback if fill_lookback is not None else max(
-        DEFAULT_FILL_LOOKBACK, tf.duration * 100)
+        DEFAULT_FILL_LOOKBACK, timedelta(seconds=tf.nominal_seconds) * 100)
     before = None
     if lo is not None:
         before = table.scan(
-            row_filter=bar_filter(exchange, symbol, lo - lookback, lo),
+            row_filter=bar_filter(exchange, symbol, lo - lookback, lo, timeframe=tf),
             selected_fields=("exchange", "symbol", "window_start", "close"),
         ).to_arrow()
     filled = fill_gap_frame(result.to_pandas(), tf, lo, hi,
@@ -381,7 +406,6 @@ def fill_gap_frame(
         out = bars.copy()
         out[FILLED] = pd.Series(dtype=bool)
         return out
-    duration = pd.Timedelta(tf.duration)
     lo = None if start is None else pd.Timestamp(_ceil(tf, start))
     hi = None if end is None else pd.Timestamp(_ceil(tf, end))
     previous: dict[tuple[str, str], Any] = {}
@@ -392,9 +416,8 @@ def fill_gap_frame(
     for (exchange, symbol), group in bars.groupby(["exchange", "symbol"], sort=True):
         series = group.set_index("window_start")
         first = lo if lo is not None else series.index.min()
-        stop = hi if hi is not None else series.index.max() + duration
-        grid = pd.date_range(first, stop - duration, freq=duration) if stop > first else []
-        full = series.reindex(series.index.union(pd.DatetimeIndex(grid)))
+        stop = hi if hi is not None else _end_of(tf, series.index.max())
+        full = series.reindex(series.index.union(window_starts(tf, first, stop)))
         missing = full["trade_count"].isna()
         prev = full["close"].shift(1).ffill()
         seed = previous.get((exchange, symbol))
@@ -411,14 +434,38 @@ def fill_gap_frame(
             full.loc[missing, "volume"] = Decimal(0)
             full.loc[missing, "quote_volume"] = Decimal(0)
             full.loc[missing, "trade_count"] = 0
-            full.loc[missing, "window_end"] = starts + duration
-            full.loc[missing, "window_date"] = [s.date() for s in starts]
+            windows = [tf.window(s.to_pydatetime()) for s in starts]
+            full.loc[missing, "window_end"] = pd.DatetimeIndex(
+                [w.end for w in windows]).tz_convert(starts.tz)
+            full.loc[missing, "window_date"] = [w.date for w in windows]
         full["trade_count"] = full["trade_count"].astype("int64")
         parts.append(full.rename_axis("window_start").reset_index())
     return pd.concat(parts, ignore_index=True)[[*columns, FILLED]]
 
 
+def window_starts(tf: Timeframe, first: pd.Timestamp, stop: pd.Timestamp) -> pd.DatetimeIndex:
+    """The window starts of `tf` in [first, stop), `first` a window start: a fixed grid, or
+    the calendar's windows (23- and 25-hour days, months) for a calendar timeframe."""
+    import pandas as pd
+
+    if stop <= first:
+        return pd.DatetimeIndex([], tz=first.tz)
+    if not tf.is_calendar:
+        duration = pd.Timedelta(tf.duration)
+        return pd.date_range(first, stop - duration, freq=duration)
+    starts = [w.start for w in tf.windows(first.to_pydatetime(), stop.to_pydatetime())]
+    return pd.DatetimeIndex(starts).tz_convert(first.tz)
+
+
+def _end_of(tf: Timeframe, window_start: pd.Timestamp) -> pd.Timestamp:
+    """The end of the window of `tf` starting at `window_start`: the next window's start."""
+    import pandas as pd
+
+    return pd.Timestamp(tf.window_end(window_start.to_pydatetime())).tz_convert(
+        window_start.tz)
+
+
 def _ceil(tf: Timeframe, instant: datetime) -> datetime:
     """The first window start at or after `instant`."""
-    floor = tf.floor(instant)
-    return floor if floor == instant else floor + tf.duration
+    window = tf.window(instant)
+    return window.start if window.start == as_utc(instant) else window.end
