@@ -16,7 +16,6 @@ check therefore asks volume >= 0 and trade_count > 0, and the `vwap` check asks 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -32,7 +31,7 @@ from rollup.storage import state
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
 from rollup.transforms.bars import Rollup, window_start_micros
-from rollup.transforms.windows import window_rows, with_window
+from rollup.transforms.windows import grid_span_micros, with_window
 
 RECONCILED = COMBINED_COLUMNS
 SAMPLES = 10
@@ -119,18 +118,11 @@ def with_calendar_windows(bars: DataFrame, tf: Timeframe) -> DataFrame:
     """
     if not tf.is_calendar:
         return bars
-    first, last = _grid_span(tf)
+    first, last = grid_span_micros(tf)
     start = F.unix_micros(F.col("window_start"))
     inside = start.isNotNull() & (start >= F.lit(first)) & (start < F.lit(last))
     return with_window(bars, F.when(inside, start).otherwise(F.lit(first)), tf,
                        what="window_start")
-
-
-@functools.cache
-def _grid_span(tf: Timeframe) -> tuple[int, int]:
-    """First window start and last window end (epoch micros) of a calendar `tf`'s grid."""
-    rows = window_rows(tf)
-    return min(r[1] for r in rows), max(r[2] for r in rows)
 
 
 def row_violations(tf: Timeframe) -> dict[str, Column]:

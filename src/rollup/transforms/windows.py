@@ -45,6 +45,13 @@ def window_rows(tf: Timeframe) -> tuple[tuple[int, int, int], ...]:
 
 
 @functools.cache
+def grid_span_micros(tf: Timeframe) -> tuple[int, int]:
+    """First window start and last window end (epoch micros) of a calendar `tf`'s table."""
+    rows = window_rows(tf)
+    return rows[0][1] * 1_000_000, rows[-1][2] * 1_000_000
+
+
+@functools.cache
 def longest_window_micros(tf: Timeframe) -> int:
     """The length of the longest window of `tf` (a fixed timeframe: its length)."""
     if not tf.is_calendar:
