@@ -152,13 +152,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
         return 0
-    header = f"{'level':6} {'parent':7} {'bars':>9} {'newest bar (UTC)':22} {'lag':>10} " \
-             f"{'pending':8} last run"
+    wide = max([6, *(len(r.level) for r in rows)])  # calendar names are long
+    parent = max([7, *(len(r.parent) for r in rows)])
+    header = f"{'level':{wide}} {'parent':{parent}} {'bars':>9} {'newest bar (UTC)':22} " \
+             f"{'lag':>10} {'pending':8} last run"
     print(header)
     for r in rows:
         newest = r.newest_window_start.strftime("%Y-%m-%d %H:%M") if r.newest_window_start else "-"
         lag = f"{r.lag_seconds:.0f}s" if r.lag_seconds is not None else "-"
-        print(f"{r.level:6} {r.parent:7} {r.bars:>9} {newest:22} {lag:>10} "
+        print(f"{r.level:{wide}} {r.parent:{parent}} {r.bars:>9} {newest:22} {lag:>10} "
               f"{'yes' if r.pending else 'no':8} {r.last_run_id or '-'}")
     return 0
 

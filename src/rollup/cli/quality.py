@@ -51,12 +51,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=2))
     else:
-        print(f"{'timeframe':9} {'check':10} {'result':6} {'violations':>10}  detail")
+        wide = max([9, *(len(r.timeframe) for r in results)])  # calendar names are long
+        print(f"{'timeframe':{wide}} {'check':10} {'result':6} {'violations':>10}  detail")
         for r in results:
-            print(f"{r.timeframe:9} {r.check:10} {'ok' if r.passed else 'FAIL':6} "
+            print(f"{r.timeframe:{wide}} {r.check:10} {'ok' if r.passed else 'FAIL':6} "
                   f"{r.violations:>10}  {r.detail}")
             for exchange, symbol, start in r.samples:
-                print(f"{'':9} {'':10} {'':6} {'':>10}    {exchange} {symbol} "
+                print(f"{'':{wide}} {'':10} {'':6} {'':>10}    {exchange} {symbol} "
                       f"{start:%Y-%m-%d %H:%M:%S}")
     if failed:
         label = "error" if args.strict else "warning"
