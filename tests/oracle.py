@@ -154,8 +154,8 @@ def _midnight(day: date) -> datetime:
 
 
 def _ceil(instant: datetime, tf: Timeframe) -> datetime:
-    floor = tf.floor(instant)
-    return floor if floor == instant else floor + tf.duration
+    start, end, _ = window_of(instant, tf)
+    return start if start == instant else end
 
 
 def _ceil_month(instant: datetime) -> datetime:
@@ -177,8 +177,13 @@ def level_horizon(level: Level, chain_retained_from: Sequence[date | None]) -> d
     days = [d for d in chain_retained_from if d is not None]
     if not days:
         return None
-    horizon = _ceil(_midnight(max(days)), level.timeframe)
-    if level.write_mode == "overwrite":
+    tf = level.timeframe
+    horizon = _ceil(_midnight(max(days)), tf)
+    if level.write_mode == "overwrite" and tf.is_calendar:
+        # partitions hold the windows of their window_dates: the first window of a partition
+        while level.partitioning == "months" and window_of(horizon, tf)[2].day != 1:
+            horizon = window_of(horizon, tf)[1]
+    elif level.write_mode == "overwrite":
         if level.partitioning == "months":
             horizon = _ceil_month(horizon)
         elif horizon != _midnight(horizon.date()):
