@@ -305,3 +305,23 @@ def test_old_tables_upgrade_in_place_and_backfill_fills_them(  # type: ignore[no
     append(tables, [_trade(90, T0 + timedelta(seconds=2), "100", "1", "buy")])
     run_cascade(tables)  # runs after the upgrade stay exact
     assert_exact(tables)
+
+
+@pytest.mark.spark
+def test_the_sink_rewrites_a_bar_whose_rich_columns_were_unknown(spark) -> None:  # type: ignore[no-untyped-def]
+    from rollup.storage.sink import reconcile
+
+    lineage = {"created_at": T0, "updated_at": T0, "run_id": "old"}
+    known = {**_child(T0), **lineage}
+    names = [c.name for c in BAR_COLUMNS]
+
+    def frame(*bars: dict[str, Any]) -> Any:
+        return spark.createDataFrame([tuple(b[n] for n in names) for b in bars],
+                                     spark_schema(BAR_COLUMNS))
+
+    for column in RICH:
+        old = frame({**known, column: None})
+        _, changed, deleted = reconcile(frame({**known, "run_id": "new"}), old)
+        assert (changed, deleted) == (1, 0), column  # null -> value is a change
+    _, changed, _ = reconcile(frame({**known, "run_id": "new"}), frame(known))
+    assert changed == 0  # equal values: nothing to rewrite
