@@ -132,6 +132,7 @@ def test_repeated_trade_ids_beyond_a_chunk_raise(spark) -> None:  # type: ignore
         F.lit(datetime(2024, 1, 2, tzinfo=UTC)).alias("ts"),
         F.lit(Decimal("1")).cast("decimal(18,8)").alias("price"),
         F.lit(Decimal("1")).cast("decimal(20,8)").alias("quantity"),
+        F.lit(None).cast("string").alias("side"),
     )
     with pytest.raises(Exception, match="trade ids must be unique"):
         Rollup(DAG.level("1m")).plan(trades).collect()

@@ -50,14 +50,20 @@ def text_row(t: Trade) -> list[str | None]:
             format(qty, "f"), side]
 
 
+def feed_side(text: str | None) -> str | None:
+    """A file's side as ingest keeps it: buy or sell in any case and spacing, else none."""
+    side = (text or "").strip().lower()
+    return side if side in ("buy", "sell") else None
+
+
 def assert_bars_equal_oracle(tables: Tables, good: Sequence[Trade],
                              levels: Sequence[str] | None = None) -> None:
     """Bars in the tables == the independent oracle (tests/oracle.py) over exactly the good
     trades, on every window and column."""
     from tests import oracle
 
-    trades = [oracle.Trade(ex, sym, tid, ts.astimezone(UTC), price, qty)
-              for ex, sym, tid, ts, price, qty, _side in good]
+    trades = [oracle.Trade(ex, sym, tid, ts.astimezone(UTC), price, qty, feed_side(side))
+              for ex, sym, tid, ts, price, qty, side in good]
     for level in tables.dag.order():
         if levels is not None and level.name not in levels:
             continue

@@ -46,6 +46,9 @@ def test_one_minute_bars_by_hand() -> None:
         "trade_count": 4,
         # 452.75 / 4.5 = 100.6111111... -> half-up to 8 decimals
         "vwap": D("100.61111111"),
+        # no trade has a side: it counts in neither; ids 3 (of the tie) and 5 open and close
+        "buy_volume": D("0"), "sell_volume": D("0"), "buy_count": 0, "sell_count": 0,
+        "open_ts": T0, "close_ts": T0 + timedelta(seconds=59.999999),
     }
     second = bars[("X", "BTC", T0 + timedelta(minutes=1))]
     assert (second["open"], second["close"]) == (D("96.12345678"), D("98"))

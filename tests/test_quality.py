@@ -149,6 +149,8 @@ def test_row_invariants_on_handmade_bars(spark: Any) -> None:
             window_end=(T0 + timedelta(minutes=5)).replace(tzinfo=None), window_date=T0.date(),
             open=d("10"), high=d("12"), low=d("9"), close=d("11"), volume=d("2"),
             quote_volume=d("21"), trade_count=2, vwap=d("10.5"),
+            buy_volume=d("1"), sell_volume=d("1"), buy_count=1, sell_count=1,
+            open_ts=T0.replace(tzinfo=None), close_ts=T0.replace(tzinfo=None),
             created_at=T0.replace(tzinfo=None), updated_at=T0.replace(tzinfo=None), run_id="r")
         row.update(kw)
         return tuple(row.values())

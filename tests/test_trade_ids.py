@@ -71,9 +71,12 @@ def _tie_order(ids: str, rows: list[Row], file_order: list[int],
     return [stored_keys[f"exec-{r[3]:%Y%m%d}-{r[2]}"] for r in rows]
 
 
-def _assert_bars_of_feed(tables: Tables, rows: list[Row], ranks: list[int]) -> None:
-    """Every stored level equals the oracle over the feed rows, ties ordered by `ranks`."""
-    feed = [Trade(r[0], r[1], rank, r[3], Decimal(r[4]), Decimal(r[5]))
+def _assert_bars_of_feed(tables: Tables, rows: list[Row], ranks: list[int], *,
+                         sides: bool = True) -> None:
+    """Every stored level equals the oracle over the feed rows, ties ordered by `ranks`
+    (without `sides`, the stored feed had no side column: every side is unknown)."""
+    feed = [Trade(r[0], r[1], rank, r[3], Decimal(r[4]), Decimal(r[5]),
+                  (r[6] or None) if sides else None)
             for r, rank in zip(rows, ranks, strict=True)]
     bars = read_stored(tables)
     problems: list[str] = []
@@ -195,7 +198,7 @@ def test_external_source_with_its_own_id_scheme(tables: Tables, ids: str) -> Non
         ranks = [hashes[t] for t in text]
     else:
         ranks = [int(r[2]) for r in rows]
-    _assert_bars_of_feed(with_source, rows, ranks)
+    _assert_bars_of_feed(with_source, rows, ranks, sides=False)  # the table has no side
 
 
 def test_source_refuses_the_none_scheme() -> None:

@@ -396,8 +396,9 @@ def fill_gap_frame(
 
     Open, high, low and close of a filled window are the previous close (from `before`, the
     bars preceding `start`, for leading gaps); windows before an instrument's first known
-    close are left out. Without start (end) the range begins (ends) at the instrument's first
-    (last) bar. Instruments without any bar in the range get no rows.
+    close are left out. Volumes and counts of a filled window (buy and sell ones too) are 0,
+    its open_ts and close_ts null. Without start (end) the range begins (ends) at the
+    instrument's first (last) bar. Instruments without any bar in the range get no rows.
     """
     import pandas as pd
 
@@ -434,11 +435,21 @@ def fill_gap_frame(
             full.loc[missing, "volume"] = Decimal(0)
             full.loc[missing, "quote_volume"] = Decimal(0)
             full.loc[missing, "trade_count"] = 0
+            for name in ("buy_volume", "sell_volume"):
+                if name in full.columns:
+                    full.loc[missing, name] = Decimal(0)
+            for name in ("buy_count", "sell_count"):
+                if name in full.columns:
+                    full.loc[missing, name] = 0
             windows = [tf.window(s.to_pydatetime()) for s in starts]
             full.loc[missing, "window_end"] = pd.DatetimeIndex(
                 [w.end for w in windows]).tz_convert(starts.tz)
             full.loc[missing, "window_date"] = [w.date for w in windows]
         full["trade_count"] = full["trade_count"].astype("int64")
+        for name in ("buy_count", "sell_count"):  # null where a bar predates the columns
+            if name in full.columns:
+                counts = full[name]
+                full[name] = counts.astype("Int64" if counts.isna().any() else "int64")
         parts.append(full.rename_axis("window_start").reset_index())
     return pd.concat(parts, ignore_index=True)[[*columns, FILLED]]
 

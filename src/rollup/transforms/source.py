@@ -140,7 +140,7 @@ class TradeSource:
         """
         from rollup.transforms.validate import canonical
 
-        out = canonical(self.validated(df)).drop("side")
+        out = canonical(self.validated(df))
         if self.dedupe if dedupe is None else dedupe:
             out = dedupe_trades(out)
         return out
@@ -298,7 +298,7 @@ def dedupe_trades(trades: DataFrame) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    key = Window.partitionBy(*TRADE_KEY).orderBy("ts", "price", "quantity")
+    key = Window.partitionBy(*TRADE_KEY).orderBy("ts", "price", "quantity", "side")
     return trades.withColumn("_n", F.row_number().over(key)).where(F.col("_n") == 1).drop("_n")
 
 
