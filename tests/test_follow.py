@@ -240,3 +240,25 @@ def test_follow_process_picks_up_commits_and_stops_cleanly_on_sigterm(tables, wa
                  "--warehouse", str(warehouse), "run"]) == 0
     assert caught_up(tables)
     assert_exact(tables)
+
+
+def test_cycle_and_summary_lines() -> None:
+    from rollup.incremental.follow import FollowSummary
+    from rollup.incremental.runner import LevelResult
+
+    results = (LevelResult("1m", "written", "r", 11, windows=3, changed=3),
+               LevelResult("5m", "unchanged", "r", 21, windows=1),
+               LevelResult("30m", "up-to-date", "r", 31))
+    cycle = Cycle(4, "trades", 11, 2, results, 1.25, 2.5, 4.0, ("1h", "1d"))
+    assert cycle.describe() == ("cycle 4: trades@11 +2 commits: wrote 3 bars (1m 3, 5m 0) in "
+                                "1.2s, lag 2.5s (oldest commit 4.0s); not run: 1h, 1d")
+    assert cycle.as_json()["levels"]["30m"] == {  # type: ignore[index]
+        "status": "up-to-date", "changed": 0, "deleted": 0}
+    quiet = Cycle(5, "trades", 11, 0, results[2:], 0.1, None)
+    assert quiet.describe() == "cycle 5: trades@11 (no new commit): levels up to date in 0.1s"
+    summary = FollowSummary(9, 2, 3, True, ("1h", "1d"))
+    assert summary.describe("SIGTERM") == (
+        "follow: stopped on SIGTERM after 9 polls, 2 cycles, 3 bars written; 1h, 1d not run "
+        "in the last cycle (the next run catches up)")
+    assert FollowSummary(3, 1, 0, False).describe() == \
+        "follow: done after 3 polls, 1 cycles, 0 bars written"

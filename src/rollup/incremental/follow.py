@@ -173,6 +173,18 @@ def _current(tables: Tables, parents: Mapping[str, str]) -> dict[str, int | None
             for table in dict.fromkeys(parents.values())}
 
 
+def _consumed(parents: Mapping[str, str],
+              results: Sequence[LevelResult]) -> dict[str, int | None] | None:
+    """Parent table -> the snapshot the cycle's levels read; None when two levels read one
+    table at different snapshots (a commit landed in between: the next poll runs again)."""
+    out: dict[str, int | None] = {}
+    for r in results:
+        table = parents[r.level]
+        if out.setdefault(table, r.parent_snapshot) != r.parent_snapshot:
+            return None
+    return out
+
+
 def _new_commits(
     source: Table, snapshot: int | None, previous: int | None,
 ) -> tuple[int | None, datetime | None, datetime | None]:
@@ -281,8 +293,7 @@ def follow(
             bars += cycle.bars
             previous = cycle.snapshot
             not_run = cycle.not_run
-            consumed = (None if cycle.not_run else
-                        {parents[r.level]: r.parent_snapshot for r in cycle.results})
+            consumed = None if cycle.not_run else _consumed(parents, cycle.results)
             quiet_since = time.monotonic()
             if on_cycle is not None:
                 on_cycle(cycle)
