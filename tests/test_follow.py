@@ -146,6 +146,8 @@ def test_follow_picks_up_commits_batches_them_and_resumes(tables, monkeypatch) -
         worker.join(timeout=WAIT)
     assert not worker.is_alive() and "error" not in outcome, outcome
     assert outcome["summary"].stopped and outcome["summary"].cycles == len(cycles)
+    asked = follow(tables, stop=lambda: True)  # a callable stop request, already true
+    assert asked.stopped and asked.polls == 0
     # A restarted follower resumes from the positions: only the new windows are recomputed.
     append_trades(tables, trades(DAY + timedelta(days=1), 40, 30_000))
     resumed: list[Cycle] = []
@@ -190,7 +192,7 @@ class Lines:
 
     def rest(self) -> list[str]:
         self._thread.join(timeout=WAIT)
-        while (line := self._queue.get_nowait() if not self._queue.empty() else None):
+        while not self._queue.empty() and (line := self._queue.get_nowait()) is not None:
             self.seen.append(line)
         return self.seen
 
@@ -262,3 +264,27 @@ def test_cycle_and_summary_lines() -> None:
         "in the last cycle (the next run catches up)")
     assert FollowSummary(3, 1, 0, False).describe() == \
         "follow: done after 3 polls, 1 cycles, 0 bars written"
+
+
+def test_new_commits_are_counted_from_the_history() -> None:
+    from rollup.incremental.follow import _new_commits
+    from rollup.storage.iceberg import Snapshot
+
+    at = [DAY + timedelta(seconds=s) for s in range(5)]
+    chain = {1: Snapshot(1, None, "append", at[0]), 2: Snapshot(2, 1, "append", at[1]),
+             3: Snapshot(3, 2, "append", at[2]), 9: Snapshot(9, 1, "append", at[3])}
+
+    class Fake:
+        def __init__(self, snaps: dict[int, Snapshot]) -> None:
+            self.snaps = snaps
+
+        def history(self) -> dict[int, Snapshot]:
+            return self.snaps
+
+    table: Any = Fake(chain)
+    assert _new_commits(table, 3, 1) == (2, at[2], at[1])
+    assert _new_commits(table, 3, None) == (3, at[2], at[0])  # never run: every commit
+    assert _new_commits(table, 3, 3) == (0, None, None)
+    assert _new_commits(table, 3, 9) == (None, at[2], None)  # 9 rolled back: unknown
+    expired: Any = Fake({3: chain[3]})
+    assert _new_commits(expired, 3, 1) == (None, at[2], None)

@@ -28,7 +28,7 @@ import attrs
 from rollup.errors import ConcurrentRunError, InputError
 from rollup.incremental.runner import LevelResult, Progress, new_run_id, run_level
 from rollup.storage import state
-from rollup.storage.iceberg import Table
+from rollup.storage.iceberg import Snapshot, Table
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
 
@@ -39,6 +39,9 @@ Stop = threading.Event | Callable[[], bool] | None
 
 _STEP = 0.05
 """Seconds between two looks at a callable stop request while waiting."""
+
+_COUNTED = 1000
+"""At most this many new source commits are counted (and read) per cycle."""
 
 _claimed: set[str] = set()
 _claim_lock = threading.Lock()
@@ -188,17 +191,26 @@ def _consumed(parents: Mapping[str, str],
 def _new_commits(
     source: Table, snapshot: int | None, previous: int | None,
 ) -> tuple[int | None, datetime | None, datetime | None]:
-    """(new commits, commit time of `snapshot`, of the oldest new commit) since `previous`."""
+    """(new commits, commit time of `snapshot`, of the oldest new commit) since `previous`.
+
+    The count is None when it is unknown: the history expired, `previous` is not an ancestor
+    (a rollback), or more than `_COUNTED` commits would have to be read.
+    """
     if snapshot is None or snapshot == previous:
         return 0, None, None
     history = source.history()
-    chain = state.lineage(history, snapshot, previous)
-    if chain is None:
-        newest = history.get(snapshot)
-        return None, newest.committed_at if newest else None, None
-    new = [sid for sid in chain if sid != previous]
-    times = [history[sid].committed_at for sid in (new[0], new[-1])]
-    return len(new), times[0], times[1]
+    new: list[Snapshot] = []
+    cursor: int | None = snapshot
+    while cursor is not None and cursor != previous and len(new) < _COUNTED:
+        snap = history.get(cursor)
+        if snap is None:
+            break
+        new.append(snap)
+        cursor = snap.parent_id
+    newest = new[0].committed_at if new else None
+    if cursor != previous:
+        return None, newest, None
+    return len(new), newest, new[-1].committed_at
 
 
 def _seconds_since(at: datetime | None, end: datetime) -> float | None:
