@@ -34,6 +34,15 @@ def register(sub: Any) -> None:
                    help="show what each level would recompute (kind, parent snapshot, "
                         "windows as merged time ranges, and why); writes nothing")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--follow", action="store_true",
+                   help="keep running: bring every level up to date after each new trades "
+                        "commit, one line per cycle, until SIGTERM or SIGINT "
+                        "(docs/runbook.md#continuous-mode)")
+    p.add_argument("--poll", type=float, metavar="SECONDS",
+                   help="with --follow: seconds between two looks at an idle warehouse "
+                        "(default 2)")
+    p.add_argument("--max-cycles", type=int, metavar="N",
+                   help="with --follow: stop after N polls, idle or not")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("backfill", help="recompute a time range from the trades and propagate up")
@@ -92,6 +101,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rollup.incremental.planning import plan_cascade
     from rollup.incremental.runner import run_cascade
 
+    if args.follow or args.poll is not None or args.max_cycles is not None:
+        from rollup.cli.follow import cmd_follow
+
+        return cmd_follow(args)
     tables = tables_from(args)
     if args.timeframe:
         tables.dag.level(args.timeframe)
