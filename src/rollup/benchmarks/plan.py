@@ -87,7 +87,14 @@ COPY (
            arg_max(price, (ts, trade_id)) AS close,
            sum(CAST(quantity AS DECIMAL(38,8))) AS volume,
            sum(CAST(price AS DECIMAL(38,8)) * CAST(quantity AS DECIMAL(38,8))) AS quote_volume,
-           count(*) AS trade_count
+           count(*) AS trade_count,
+           sum(CASE WHEN side = 'buy' THEN CAST(quantity AS DECIMAL(38,8)) ELSE 0 END)
+             AS buy_volume,
+           sum(CASE WHEN side = 'sell' THEN CAST(quantity AS DECIMAL(38,8)) ELSE 0 END)
+             AS sell_volume,
+           count(*) FILTER (WHERE side = 'buy') AS buy_count,
+           count(*) FILTER (WHERE side = 'sell') AS sell_count,
+           min(ts) AS open_ts, max(ts) AS close_ts
     FROM read_parquet($files)
     GROUP BY exchange, symbol, window_start
   ), u AS (
@@ -99,7 +106,8 @@ COPY (
          CAST(window_start AS DATE) AS window_date, open, high, low, close, volume,
          quote_volume, trade_count,
          CASE WHEN vu <> 0 THEN CAST(CAST((2 * qu + vu) // (2 * vu) AS DECIMAL(38,0))
-                                     * 0.00000001 AS DECIMAL(18,8)) END AS vwap
+                                     * 0.00000001 AS DECIMAL(18,8)) END AS vwap,
+         buy_volume, sell_volume, buy_count, sell_count, open_ts, close_ts
   FROM u
 ) TO '{target}' (FORMAT parquet)
 """
