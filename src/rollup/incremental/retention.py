@@ -30,7 +30,7 @@ from rollup.specs.times import TimeRange, as_utc
 from rollup.storage import state
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
-from rollup.transforms.bars import Rollup, partition_span
+from rollup.transforms.bars import Rollup, partition_of_date, partition_span
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -272,8 +272,7 @@ def _expired_partitions(
 ) -> list[tuple[date, int]]:
     """(partition start, live rows) of the partitions entirely before `keep_from`."""
     old = spark.table(table).where(F.col("window_date") < F.lit(keep_from))
-    part = (F.trunc("window_date", "month") if level.partitioning == "months"
-            else F.col("window_date"))
+    part = partition_of_date("window_date", level.partitioning)
     rows = old.groupBy(part.alias("p")).agg(F.count(F.lit(1)).alias("n")).orderBy("p").collect()
     return [(r.p, int(r.n)) for r in rows]
 

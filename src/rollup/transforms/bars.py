@@ -287,12 +287,16 @@ def window_partition(col: str, partitioning: str) -> Column:
     micros = f"unix_micros(`{col}`)"
     day = F.expr(f"date_from_unix_date(CAST(({micros} - pmod({micros}, {_MICROS_PER_DAY}))"
                  f" div {_MICROS_PER_DAY} AS INT))")
-    return F.trunc(day, "month") if partitioning == "months" else day
+    return _partition_of(day, partitioning)
 
 
 def partition_of_date(col: str, partitioning: str) -> Column:
     """The partition (first day, as a DATE) of a DATE column: its day or its month."""
-    return F.trunc(F.col(col), "month") if partitioning == "months" else F.col(col)
+    return _partition_of(F.col(col), partitioning)
+
+
+def _partition_of(day: Column, partitioning: str) -> Column:
+    return F.trunc(day, "month") if partitioning == "months" else day
 
 
 def partition_span(first_day: date, partitioning: str,
