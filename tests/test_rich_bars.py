@@ -321,7 +321,7 @@ def test_the_sink_rewrites_a_bar_whose_rich_columns_were_unknown(spark) -> None:
 
     for column in RICH:
         old = frame({**known, column: None})
-        _, changed, deleted = reconcile(frame({**known, "run_id": "new"}), old)
-        assert (changed, deleted) == (1, 0), column  # null -> value is a change
-    _, changed, _ = reconcile(frame({**known, "run_id": "new"}), frame(known))
-    assert changed == 0  # equal values: nothing to rewrite
+        found = reconcile(frame({**known, "run_id": "new"}), old)
+        assert (found.changed, found.deleted) == (1, 0), column  # null -> value is a change
+    found = reconcile(frame({**known, "run_id": "new"}), frame(known))
+    assert found.changed == 0  # equal values: nothing to rewrite

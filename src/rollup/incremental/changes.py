@@ -21,7 +21,7 @@ expression that grows with their number.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -254,33 +254,69 @@ def _position_deleted_rows(spark: SparkSession, delete_files: Sequence[str]) -> 
     return located.join(deletes, ["_path", "_pos"], "left_semi").drop("_path", "_pos")
 
 
+def _touched(spark: SparkSession, keys: Sequence[tuple[str, str, int]],
+             horizon: datetime | None) -> Touched:
+    """Touched windows from keys (exchange, symbol, window_start micros) on the driver, those
+    before `horizon` counted as skipped."""
+    limit = to_micros(horizon) if horizon is not None else None
+    skipped = sorted(k for k in keys if limit is not None and k[2] < limit)
+    kept = [k for k in keys if limit is None or k[2] >= limit]
+    local = spark.createDataFrame(kept, "exchange STRING, symbol STRING, micros BIGINT")
+    frame = local.select("exchange", "symbol", F.timestamp_micros("micros").alias("window_start"))
+    samples = tuple(f"{e}/{s}@{iso(from_micros(m))}" for e, s, m in skipped[:10])
+    return Touched(False, frame, tuple(from_micros(m) for m in sorted({k[2] for k in kept})),
+                   len(skipped), samples)
+
+
 def collect_keys(keys: DataFrame, horizon: datetime | None = None) -> Touched:
     """Materialise touched keys (on the driver when few, checkpointed in Spark when many);
     keys before `horizon` are counted as skipped."""
     as_micros = keys.select("exchange", "symbol",
                             F.unix_micros("window_start").alias("micros"))
-    limit = to_micros(horizon) if horizon is not None else None
     collected = as_micros.limit(LOCAL_KEYS + 1).collect()
-    skipped: list[tuple[str, str, int]] = []
     if len(collected) <= LOCAL_KEYS:
-        if limit is not None:
-            skipped = sorted((r.exchange, r.symbol, r.micros) for r in collected
-                             if r.micros < limit)
-            collected = [r for r in collected if r.micros >= limit]
-        micros = {r.micros for r in collected}
-        local = keys.sparkSession.createDataFrame(
-            collected, "exchange STRING, symbol STRING, micros BIGINT")
-        count = len(skipped)
-    else:
-        local = as_micros.localCheckpoint()
-        count = 0
-        if limit is not None:
-            old = local.where(F.col("micros") < limit)
-            count = old.count()
-            skipped = [(r.exchange, r.symbol, r.micros) for r in
-                       old.orderBy("exchange", "symbol", "micros").limit(10).collect()]
-            local = local.where(F.col("micros") >= limit)
-        micros = {r.micros for r in local.select("micros").distinct().collect()}
+        return _touched(keys.sparkSession,
+                        [(r.exchange, r.symbol, int(r.micros)) for r in collected], horizon)
+    limit = to_micros(horizon) if horizon is not None else None
+    local = as_micros.localCheckpoint()
+    count = 0
+    skipped: list[tuple[str, str, int]] = []
+    if limit is not None:
+        old = local.where(F.col("micros") < limit)
+        count = old.count()
+        skipped = [(r.exchange, r.symbol, r.micros) for r in
+                   old.orderBy("exchange", "symbol", "micros").limit(10).collect()]
+        local = local.where(F.col("micros") >= limit)
+    micros = {r.micros for r in local.select("micros").distinct().collect()}
     frame = local.select("exchange", "symbol", F.timestamp_micros("micros").alias("window_start"))
     samples = tuple(f"{e}/{s}@{iso(from_micros(m))}" for e, s, m in skipped[:10])
     return Touched(False, frame, tuple(from_micros(m) for m in sorted(micros)), count, samples)
+
+
+@attrs.frozen
+class Handoff:
+    """What a level's run just committed, so that the level above can plan without reading
+    the commit back: the bars it upserted or deleted (`keys`: exchange, symbol, window_start
+    in epoch microseconds), the snapshot of its table the run started from (`before`) and
+    the snapshot its commit made (`after`)."""
+
+    level: str
+    table: str
+    before: int | None
+    after: int
+    keys: tuple[tuple[str, str, int], ...] = attrs.field(repr=lambda k: f"<{len(k)} keys>")
+
+    def covers(self, table: str, position: int | None, current: int,
+               parent_of: Callable[[int], int | None]) -> bool:
+        """True when this commit is the only change of `table` between a level's `position`
+        and the `current` snapshot it will read (`parent_of`: a snapshot's parent id)."""
+        return (table == self.table and position is not None and position == self.before
+                and current == self.after and parent_of(self.after) == self.before)
+
+
+def touched_from_handoff(tables: Tables, level: Level, handoff: Handoff,
+                         horizon: datetime | None) -> Touched:
+    """The level's windows holding the parent bars a handoff lists (no Spark job)."""
+    tf = level.timeframe
+    keys = sorted({(e, s, tf.floor_micros(m)) for e, s, m in handoff.keys})
+    return _touched(tables.spark, keys, horizon)

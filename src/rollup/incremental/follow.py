@@ -230,8 +230,9 @@ def _run_cycle(
         if _stopping(stop):
             not_run = tuple(other.name for other in levels[i:])
             break
+        below = next((r.handoff for r in results if r.level == lv.parent_name), None)
         try:
-            results.append(run_level(tables, lv, run_id=run_id, progress=progress))
+            results.append(run_level(tables, lv, run_id=run_id, progress=progress, below=below))
         except ConcurrentRunError as exc:  # another writer: the next cycle plans again
             if progress:
                 progress(str(exc))

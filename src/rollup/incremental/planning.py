@@ -10,15 +10,23 @@ plans.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import attrs
 
 from rollup.incremental import retention
-from rollup.incremental.changes import ParentDelta, Touched, parent_delta, touched_windows
+from rollup.incremental.changes import (
+    Handoff,
+    ParentDelta,
+    Touched,
+    parent_delta,
+    touched_from_handoff,
+    touched_windows,
+)
 from rollup.specs.times import TimeRange, iso, merge_intervals
 from rollup.storage import state
+from rollup.storage.iceberg import Table
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
 from rollup.transforms.bars import Rollup, dates_of, merge_ranges, partition_span
@@ -150,10 +158,22 @@ class LevelPlan:
         return text
 
 
-def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> LevelPlan:
+def _parent_id(tables: Tables, table: str) -> Callable[[int], int | None]:
+    def parent_of(snapshot_id: int) -> int | None:
+        snap = Table(tables.spark, table).snapshot(snapshot_id)
+        return None if snap is None else snap.parent_id
+
+    return parent_of
+
+
+def plan_level(
+    tables: Tables, level: Level | str, *, full: bool = False, below: Handoff | None = None,
+) -> LevelPlan:
     """Decide what a run of `level` must recompute from its parent's current snapshot.
 
-    Reads metadata and the changed rows; writes nothing.
+    Reads metadata and the changed rows; writes nothing. `below`, what the run of the parent
+    level just committed, replaces reading that commit's rows when it is the only change
+    since the level's position (`Handoff.covers`); otherwise it is ignored.
     """
     lv = tables.dag.level(level) if isinstance(level, str) else level
     spark = tables.spark
@@ -168,10 +188,16 @@ def plan_level(tables: Tables, level: Level | str, *, full: bool = False) -> Lev
     if position == parent_snapshot and not full:
         return base
     horizon = retention.horizon(tables, lv)
-    delta = (ParentDelta(True, "--full") if full
-             else parent_delta(tables, lv, position, parent_snapshot, horizon))
-    touched = touched_windows(tables, lv, delta, parent_snapshot=parent_snapshot,
-                              level_snapshot=level_snapshot, horizon=horizon, position=position)
+    if (not full and below is not None and lv.parent is not None
+            and below.covers(parent, position, parent_snapshot, _parent_id(tables, parent))):
+        delta = ParentDelta(False, f"the {len(below.keys)} bars {below.level} just wrote")
+        touched = touched_from_handoff(tables, lv, below, horizon)
+    else:
+        delta = (ParentDelta(True, "--full") if full
+                 else parent_delta(tables, lv, position, parent_snapshot, horizon))
+        touched = touched_windows(tables, lv, delta, parent_snapshot=parent_snapshot,
+                                  level_snapshot=level_snapshot, horizon=horizon,
+                                  position=position)
     new_files = None if full or position is None else delta.new_files
     if touched.empty:
         return attrs.evolve(base, status="nothing-touched", touched=touched, horizon=horizon,

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from rollup.errors import ConcurrentRunError, InputError, LevelRunError, RollupError, one_line
 from rollup.incremental import retention
-from rollup.incremental.changes import LOCAL_KEYS
+from rollup.incremental.changes import LOCAL_KEYS, Handoff
 from rollup.incremental.planning import LevelPlan, partitions_in, plan_cascade, plan_level
 from rollup.spark.engine import is_commit_conflict
 from rollup.specs.bar import KEY_COLUMNS
@@ -69,6 +69,9 @@ class LevelResult:
     skipped: int = 0  # changed windows before the retention horizon, left unchanged
     retries: int = 0
     """Plans made again because another writer's commit made Iceberg refuse this run's."""
+    handoff: Handoff | None = attrs.field(default=None, eq=False, repr=False)
+    """What the commit changed, for planning the level above (None: no commit, or too many
+    bars changed to list)."""
 
     def describe(self) -> str:
         if self.skipped:
@@ -209,10 +212,16 @@ def execute_plan(
     if not result.committed and plan.level_snapshot is not None:
         state.record_verified(spark, target, plan.level_snapshot, plan.parent_snapshot,
                               run_id, now.isoformat())
+    handoff = None
+    if result.committed and result.keys is not None:
+        after = state.current_snapshot(spark, target)
+        if after is not None:
+            handoff = Handoff(level.name, target, plan.level_snapshot, after, result.keys)
     return done(
         "written" if result.committed else "unchanged",
         windows=0 if plan.full else plan.window_count, changed=result.changed,
         deleted=result.deleted, partitions=len(plan.partitions), full=plan.full,
+        handoff=handoff,
     )
 
 
@@ -262,8 +271,12 @@ def run_level(
     full: bool = False,
     max_attempts: int = 3,
     progress: Progress | None = None,
+    below: Handoff | None = None,
 ) -> LevelResult:
     """Bring one level up to date with its parent: plan, execute.
+
+    `below` is the handoff of the parent level's run just before (`LevelResult.handoff`):
+    the plan uses it instead of reading that commit back when it is the only change.
 
     When Iceberg refuses the commit because another writer committed first
     (`rollup.spark.engine.is_commit_conflict`), the level is planned and executed again, up to
@@ -278,7 +291,7 @@ def run_level(
     for attempt in range(1, max_attempts + 1):
         started = time.monotonic()
         try:
-            plan = plan_level(tables, lv, full=full)
+            plan = plan_level(tables, lv, full=full, below=below if attempt == 1 else None)
             result = execute_plan(tables, plan, run_id=run_id, progress=progress,
                                   started=started)
             return attrs.evolve(result, retries=attempt - 1)
@@ -324,8 +337,11 @@ def run_cascade(
     else:
         order = tables.dag.order()
     results = []
+    handoffs: dict[str, Handoff | None] = {}
     for lv in order:
-        result = run_level(tables, lv, run_id=run_id, full=full, progress=progress)
+        result = run_level(tables, lv, run_id=run_id, full=full, progress=progress,
+                           below=handoffs.get(lv.parent_name))
+        handoffs[lv.name] = result.handoff
         if progress:
             progress(result.describe())
         results.append(result)

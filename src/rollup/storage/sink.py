@@ -24,13 +24,37 @@ from rollup.storage.iceberg import with_commit_properties
 T = TypeVar("T")
 
 
+LOCAL_DIFF = 20_000
+"""Up to this many changed bars are listed on the driver by the job that counts them (their
+keys feed the level above, see `rollup.incremental.changes.Handoff`); more are only counted."""
+
+Key = tuple[str, str, int]
+"""A bar's key: exchange, symbol, window_start in epoch microseconds."""
+
+
 @attrs.frozen
 class WriteResult:
-    """What a sink did: rows inserted or changed, rows deleted, and whether it committed."""
+    """What a sink did: rows inserted or changed, rows deleted, and whether it committed.
+
+    `keys` lists the bars upserted or deleted (None: more than `LOCAL_DIFF`, or not listed).
+    """
 
     changed: int
     deleted: int
     committed: bool
+    keys: tuple[Key, ...] | None = None
+
+
+@attrs.frozen
+class Reconciled:
+    """Recomputed bars joined with the stored ones: every row of the scope with its `_op`,
+    the counts of upserts and deletes, the window_dates they fall on and (when few) keys."""
+
+    rows: DataFrame
+    changed: int
+    deleted: int
+    dates: tuple[date, ...]
+    keys: tuple[Key, ...] | None
 
 
 def _with_lineage(bars: DataFrame, run_id: str, now: datetime) -> DataFrame:
@@ -49,12 +73,12 @@ def _same_values(left: str, right: str) -> Column:
     return cond
 
 
-def reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
-    """Join recomputed bars with the stored bars of the same scope, in one checkpointed job.
+def reconcile(new: DataFrame, old: DataFrame) -> Reconciled:
+    """Join recomputed bars with the stored bars of the same scope (one checkpointed job),
+    then list the differences (a second, small job over the checkpoint).
 
-    Returns every row of the scope with `_op`: 'same' (unchanged, stored lineage kept),
-    'upsert' (new or changed) or 'delete' (stored, not recomputed), and the numbers of
-    upserts and deletes.
+    Every row of the scope gets `_op`: 'same' (unchanged, stored lineage kept), 'upsert'
+    (new or changed) or 'delete' (stored, not recomputed).
     """
     joined = new.alias("s").join(old.alias("t"), list(KEY_COLUMNS), "full_outer")
     recomputed = F.col("s.trade_count").isNotNull()
@@ -71,12 +95,21 @@ def reconcile(new: DataFrame, old: DataFrame) -> tuple[DataFrame, int, int]:
         F.when(same | ~recomputed, F.col("t.run_id")).otherwise(F.col("s.run_id")).alias("run_id"),
         F.when(same, "same").when(recomputed, "upsert").otherwise("delete").alias("_op"),
     ).localCheckpoint()
-    counts = merged.agg(
+    diff = merged.where(F.col("_op") != "same")
+    listed = diff.select("exchange", "symbol", F.unix_micros("window_start").alias("micros"),
+                         "window_date", "_op").limit(LOCAL_DIFF + 1).collect()
+    if len(listed) <= LOCAL_DIFF:
+        deleted = sum(1 for r in listed if r._op == "delete")
+        return Reconciled(merged, len(listed) - deleted, deleted,
+                          tuple(sorted({r.window_date for r in listed})),
+                          tuple((r.exchange, r.symbol, int(r.micros)) for r in listed))
+    counts = diff.agg(
         F.count(F.when(F.col("_op") == "upsert", 1)).alias("changed"),
         F.count(F.when(F.col("_op") == "delete", 1)).alias("deleted"),
     ).first()
     assert counts is not None
-    return merged, int(counts.changed), int(counts.deleted)
+    dates = tuple(sorted(r.window_date for r in diff.select("window_date").distinct().collect()))
+    return Reconciled(merged, int(counts.changed), int(counts.deleted), dates, None)
 
 
 def _committing(spark: SparkSession, props: Mapping[str, str] | None,
@@ -102,15 +135,14 @@ def merge_changes(
     """Make the stored bars `old` (a scope of `table`) equal the recomputed bars `new` with
     one MERGE of the differences only: upserts of new or changed bars, deletes of vanished
     ones. The MERGE's target scan is pruned to the partitions of the differences."""
-    merged, changed, deleted = reconcile(_with_lineage(new, run_id, now), old)
-    if changed == 0 and deleted == 0:
-        return WriteResult(0, 0, False)
-    diff = merged.where(F.col("_op") != "same")
-    dates = [r.window_date for r in diff.select("window_date").distinct().collect()]
+    found = reconcile(_with_lineage(new, run_id, now), old)
+    if found.changed == 0 and found.deleted == 0:
+        return WriteResult(0, 0, False, ())
+    diff = found.rows.where(F.col("_op") != "same")
     view = f"rollup_src_{uuid.uuid4().hex}"
     diff.createOrReplaceTempView(view)
     on = " AND ".join(f"t.{k} = s.{k}" for k in KEY_COLUMNS)
-    on += f" AND t.window_date IN ({_date_list_sql(dates)})"
+    on += f" AND t.window_date IN ({_date_list_sql(found.dates)})"
     updates = ", ".join(f"t.{c} = s.{c}" for c in (*VALUE_COLUMNS, "updated_at", "run_id"))
     # Column names come from rollup.specs.bar.BAR_COLUMNS (constants), never from user text.
     columns = ", ".join(c.name for c in BAR_COLUMNS)
@@ -126,7 +158,7 @@ def merge_changes(
         _committing(spark, commit_properties, lambda: spark.sql(statement))
     finally:
         spark.catalog.dropTempView(view)
-    return WriteResult(changed, deleted, True)
+    return WriteResult(found.changed, found.deleted, True, found.keys)
 
 
 def partition_filter(dates: Sequence[date], partitioning: str = "days") -> Column:
@@ -162,14 +194,14 @@ def overwrite_partitions(
     changed, and (with `validate`) the commit fails, to be retried, if another writer
     changed those partitions since `validate_from_snapshot` (None: since the table was empty).
     """
-    merged, changed, deleted = reconcile(_with_lineage(new, run_id, now), old)
-    if changed == 0 and deleted == 0:
-        return WriteResult(0, 0, False)
-    rows = merged.where(F.col("_op") != "delete").select(*[c.name for c in BAR_COLUMNS])
+    found = reconcile(_with_lineage(new, run_id, now), old)
+    if found.changed == 0 and found.deleted == 0:
+        return WriteResult(0, 0, False, ())
+    rows = found.rows.where(F.col("_op") != "delete").select(*[c.name for c in BAR_COLUMNS])
     writer = rows.writeTo(table)
     if validate:
         writer = writer.option("isolation-level", "serializable")
     if validate and validate_from_snapshot is not None:
         writer = writer.option("validate-from-snapshot-id", str(validate_from_snapshot))
     _committing(spark, commit_properties, lambda: writer.overwrite(where))
-    return WriteResult(changed, deleted, True)
+    return WriteResult(found.changed, found.deleted, True, found.keys)
