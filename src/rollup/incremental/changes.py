@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import attrs
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from rollup.specs.bar import TRADE_KEY
 from rollup.specs.times import TimeRange, from_micros, iso, to_micros
@@ -254,6 +255,10 @@ def _position_deleted_rows(spark: SparkSession, delete_files: Sequence[str]) -> 
     return located.join(deletes, ["_path", "_pos"], "left_semi").drop("_path", "_pos")
 
 
+_KEY_SCHEMA = StructType([StructField("exchange", StringType()),
+                          StructField("symbol", StringType()), StructField("micros", LongType())])
+
+
 def _touched(spark: SparkSession, keys: Sequence[tuple[str, str, int]],
              horizon: datetime | None) -> Touched:
     """Touched windows from keys (exchange, symbol, window_start micros) on the driver, those
@@ -261,7 +266,7 @@ def _touched(spark: SparkSession, keys: Sequence[tuple[str, str, int]],
     limit = to_micros(horizon) if horizon is not None else None
     skipped = sorted(k for k in keys if limit is not None and k[2] < limit)
     kept = [k for k in keys if limit is None or k[2] >= limit]
-    local = spark.createDataFrame(kept, "exchange STRING, symbol STRING, micros BIGINT")
+    local = spark.createDataFrame(kept, _KEY_SCHEMA)
     frame = local.select("exchange", "symbol", F.timestamp_micros("micros").alias("window_start"))
     samples = tuple(f"{e}/{s}@{iso(from_micros(m))}" for e, s, m in skipped[:10])
     return Touched(False, frame, tuple(from_micros(m) for m in sorted({k[2] for k in kept})),

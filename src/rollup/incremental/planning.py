@@ -26,7 +26,7 @@ from rollup.incremental.changes import (
 )
 from rollup.specs.times import TimeRange, iso, merge_intervals
 from rollup.storage import state
-from rollup.storage.iceberg import Table
+from rollup.storage.iceberg import Table, one_read
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
 from rollup.transforms.bars import Rollup, dates_of, merge_ranges, partition_span
@@ -176,6 +176,11 @@ def plan_level(
     since the level's position (`Handoff.covers`); otherwise it is ignored.
     """
     lv = tables.dag.level(level) if isinstance(level, str) else level
+    with one_read():  # one consistent read of each table's metadata
+        return _plan_level(tables, lv, full=full, below=below)
+
+
+def _plan_level(tables: Tables, lv: Level, *, full: bool, below: Handoff | None) -> LevelPlan:
     spark = tables.spark
     target = tables.bars(lv)
     parent = tables.parent_of(lv)

@@ -7,7 +7,9 @@ the driver: no Spark job, and the cost depends on what changed, not on the table
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,18 +82,69 @@ def transform_span(transform: str, value: int) -> TimeRange | None:
     return None
 
 
+_ENTRY, _KEY = "\u0001", "\u0002"
+"""Separators of the table properties read in one call (never in rollup's own values)."""
+
+_JOINER = "org.apache.iceberg.relocated.com.google.common.base.Joiner"
+_reading = threading.local()
+_classes: dict[tuple[int, str], Any] = {}
+
+
+def java_class(spark: SparkSession, name: str) -> Any:
+    """A Java class of the session's JVM by its full name, looked up once (each package step
+    of `spark._jvm.a.b.C` is a round trip to the JVM)."""
+    gateway: Any = spark.sparkContext._gateway
+    key = (id(gateway), name)
+    found = _classes.get(key)
+    if found is None:
+        from py4j.java_gateway import JavaClass
+
+        found = _classes[key] = JavaClass(name, gateway._gateway_client)
+    return found
+
+
+@contextmanager
+def one_read() -> Iterator[None]:
+    """Within, the metadata of each table is read once: every `Table` of one name opened in
+    this thread shares the handle the first one refreshed (one consistent view, for planning).
+    """
+    if getattr(_reading, "tables", None) is not None:  # nested: the outer scope holds
+        yield
+        return
+    _reading.tables = {}
+    try:
+        yield
+    finally:
+        _reading.tables = None
+
+
+def _integer_class(spark: SparkSession) -> Any:
+    key = (id(spark.sparkContext._gateway), "class java.lang.Integer")
+    if key not in _classes:
+        _classes[key] = java_class(spark, "java.lang.Class").forName("java.lang.Integer")
+    return _classes[key]
+
+
 class Table:
-    """A refreshed handle on an Iceberg table of the session's catalogs (Java API)."""
+    """A refreshed handle on an Iceberg table of the session's catalogs (Java API); inside
+    `one_read`, a handle shared by every `Table` of that name."""
 
     def __init__(self, spark: SparkSession, name: str, time_column: str | None = None) -> None:
         jvm: Any = spark._jvm
-        session: Any = spark._jsparkSession
         self._jvm = jvm
-        self._table = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(session, name)
-        self._table.refresh()  # the Spark catalog caches tables: see other writers' commits
+        shared: dict[str, Any] | None = getattr(_reading, "tables", None)
+        loaded = shared.get(name) if shared is not None else None
+        if loaded is None:
+            session: Any = spark._jsparkSession
+            loaded = java_class(spark, "org.apache.iceberg.spark.Spark3Util").loadIcebergTable(
+                session, name)
+            loaded.refresh()  # the Spark catalog caches tables: see other writers' commits
+            if shared is not None:
+                shared[name] = loaded
+        self._table = loaded
         self.name = name
         self.time_column = time_column
-        self._integer = jvm.java.lang.Class.forName("java.lang.Integer")
+        self._spark = spark
         self._spans: dict[int, list[tuple[int, str]]] = {}
 
     def current_snapshot_id(self) -> int | None:
@@ -122,7 +175,15 @@ class Table:
         return History(self)
 
     def properties(self) -> dict[str, str]:
-        return {str(k): str(v) for k, v in dict(self._table.properties()).items()}
+        """The table properties, read in one call (a Java map entry by entry costs two
+        round trips each)."""
+        props = self._table.properties()
+        joiner = java_class(self._spark, _JOINER)
+        joined = str(joiner.on(_ENTRY).withKeyValueSeparator(_KEY).join(props))
+        pairs = [entry.split(_KEY, 1) for entry in joined.split(_ENTRY)] if joined else []
+        if len(pairs) == int(props.size()) and all(len(pair) == 2 for pair in pairs):
+            return dict((key, value) for key, value in pairs)
+        return {str(k): str(v) for k, v in dict(props).items()}  # a separator in a value
 
     def _time_fields(self, spec_id: int) -> list[tuple[int, str]]:
         """(position in the partition tuple, transform) of the spec's fields on the time column."""
@@ -142,7 +203,7 @@ class Table:
         span: TimeRange | None = None
         partition = file.partition()
         for position, transform in self._time_fields(int(file.specId())):
-            value = partition.get(position, self._integer)
+            value = partition.get(position, _integer_class(self._spark))
             if value is not None:
                 span = transform_span(transform, int(value))
                 break
