@@ -138,6 +138,49 @@ def test_watch_flags_are_checked_before_spark_starts(capsys: pytest.CaptureFixtu
         assert "starting Spark" not in err
 
 
+def test_files_that_change_while_read_or_lose_a_race_stay_and_spark_failures_end_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `ingest_file` replaced: no Spark needed, the loop's own decisions are checked."""
+    from rollup.errors import IngestConflictError, RollupError
+    from rollup.ingestion.batch import IngestReport
+
+    (tmp_path / "grows.csv").write_text("a\n")
+    (tmp_path / "races.csv").write_text("b\n")
+    calls: list[str] = []
+
+    def fake_ingest(tables: Any, path: Path, **options: Any) -> IngestReport:
+        calls.append(path.name)
+        if path.name == "grows.csv" and calls.count("grows.csv") == 1:
+            with path.open("a") as handle:  # the writer was not done after all
+                handle.write("more\n")
+        if path.name == "races.csv" and calls.count("races.csv") == 1:
+            raise IngestConflictError("lost every race")
+        return IngestReport(str(path), 1, 1, 0, 0)
+
+    monkeypatch.setattr(watch_module, "ingest_file", fake_ingest)
+    taken: list[Landing] = []
+    summary = watch(None, tmp_path, poll_seconds=0.05, max_polls=4,  # type: ignore[arg-type]
+                    on_file=taken.append)
+    assert [(t.name, t.moved_to is not None) for t in taken] == [
+        ("grows.csv", False), ("races.csv", False),  # poll 2
+        ("races.csv", True),  # poll 3: unchanged, tried again; grows.csv changed at poll 2
+        ("grows.csv", True)]  # poll 4: unchanged since poll 3
+    assert "left in place: changed or vanished" in taken[0].describe()
+    assert taken[1].describe() == "races.csv: left in place: lost every race"
+    assert (summary.files, summary.failed) == (2, 0)
+    assert (tmp_path / ".done" / "grows.csv").read_text() == "a\nmore\n"
+
+    def broken(tables: Any, path: Path, **options: Any) -> IngestReport:
+        raise RuntimeError("java.io.IOException: No space left on device\n\tat ...")
+
+    monkeypatch.setattr(watch_module, "ingest_file", broken)
+    (tmp_path / "h.csv").write_text("c\n")
+    with pytest.raises(RollupError, match=r"h.csv: ingest failed \(java.io.IOException: No "
+                       r"space left on device\); the file stays"):
+        watch(None, tmp_path, poll_seconds=0.05, max_polls=2)  # type: ignore[arg-type]
+    assert (tmp_path / "h.csv").exists()
+
+
 @pytest.mark.spark
 def test_watch_takes_complete_files_and_sets_bad_ones_aside(
         tables: Tables, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,7 @@ from time import monotonic
 import attrs
 from pyspark.errors import AnalysisException
 
-from rollup.errors import ConcurrentRunError, InputError, one_line
+from rollup.errors import ConcurrentRunError, InputError, RollupError, one_line
 from rollup.incremental.follow import Stop, _stopping, _wait
 from rollup.ingestion.batch import IngestReport, ingest_file
 from rollup.storage.tables import Tables
@@ -183,6 +183,11 @@ def _take(tables: Tables, file: Path, signature: Signature, *, done: Path, faile
         error = f"{file}: {one_line(exc)}"
     except ConcurrentRunError as exc:  # other writers kept winning: try again next poll
         return Landing(file.name, monotonic() - started, error=str(exc))
+    except RollupError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Spark failed writing: one line, file stays
+        raise RollupError(f"{file}: ingest failed ({one_line(exc)}); the file stays in its "
+                          "directory and is read again on restart") from exc
     if _signature(file) != signature:
         return Landing(file.name, monotonic() - started, error=(
             "changed or vanished while it was read; taken again once complete (what was "
@@ -226,6 +231,7 @@ def watch(
     Raises:
         InputError: `directory` is not a directory, or an argument is out of range.
         ConcurrentRunError: another process watches `directory`.
+        RollupError: Spark failed to store a file (the file stays; a restart reads it again).
     """
     if not poll_seconds > 0:
         raise InputError(f"invalid poll interval {poll_seconds}: expected seconds > 0")
@@ -251,7 +257,10 @@ def watch(
                 break
             polls += 1
             began = monotonic()
-            current = landed(root)
+            try:
+                current = landed(root)
+            except OSError as exc:
+                raise InputError(f"{root}: cannot be listed ({exc.strerror or exc})") from None
             for name in complete(seen, current):
                 if _stopping(stop):
                     break
