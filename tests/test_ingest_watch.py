@@ -169,6 +169,10 @@ def test_files_that_change_while_read_or_lose_a_race_stay_and_spark_failures_end
     assert taken[1].describe() == "races.csv: left in place: lost every race"
     assert (summary.files, summary.failed) == (2, 0)
     assert (tmp_path / ".done" / "grows.csv").read_text() == "a\nmore\n"
+    (tmp_path / "races.csv").write_text("delivered again\n")
+    watch(None, tmp_path, poll_seconds=0.05, max_polls=2)  # type: ignore[arg-type]
+    assert (tmp_path / ".done" / "races-1.csv").read_text() == "delivered again\n"
+    assert (tmp_path / ".done" / "races.csv").read_text() == "b\n"
 
     def broken(tables: Any, path: Path, **options: Any) -> IngestReport:
         raise RuntimeError("java.io.IOException: No space left on device\n\tat ...")

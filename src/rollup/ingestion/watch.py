@@ -135,7 +135,12 @@ class WatchSummary:
 @contextlib.contextmanager
 def _watching(directory: Path) -> Iterator[None]:
     """Hold `directory` for this watcher: a second watcher of it fails at once."""
-    with (directory / LOCK_NAME).open("a") as handle:
+    try:
+        handle = (directory / LOCK_NAME).open("a")
+    except OSError as exc:
+        raise InputError(f"{directory}: cannot write in the watched directory "
+                         f"({exc.strerror or exc}): the watcher moves files out of it") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -192,7 +197,12 @@ def _take(tables: Tables, file: Path, signature: Signature, *, done: Path, faile
         return Landing(file.name, monotonic() - started, error=(
             "changed or vanished while it was read; taken again once complete (what was "
             "stored is recognised as duplicates)"))
-    moved = _move(file, done) if report is not None else _move(file, failed, error)
+    folder = done if report is not None else failed
+    try:
+        moved = _move(file, folder, None if report is not None else error)
+    except OSError as exc:
+        raise RollupError(f"{file}: {'ingested' if report is not None else 'failed'}, but "
+                          f"cannot be moved to {folder} ({exc.strerror or exc})") from None
     return Landing(file.name, monotonic() - started, report, error, moved)
 
 
