@@ -185,6 +185,34 @@ def test_files_that_change_while_read_or_lose_a_race_stay_and_spark_failures_end
     assert (tmp_path / "h.csv").exists()
 
 
+def test_a_stop_request_ends_the_loop_after_the_current_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from rollup.ingestion.batch import IngestReport
+
+    monkeypatch.setattr(watch_module, "ingest_file", lambda tables, path, **options:
+                        IngestReport(str(path), 1, 1, 0, 0))
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (tmp_path / name).write_text(name)
+    stop = threading.Event()
+    taken: list[Landing] = []
+
+    def on_file(landing: Landing) -> None:
+        taken.append(landing)
+        stop.set()  # as SIGTERM does while a.csv is ingested
+
+    ran: list[bool] = []
+    summary = watch(None, tmp_path, poll_seconds=0.05, stop=stop,  # type: ignore[arg-type]
+                    on_file=on_file, after_ingest=lambda: ran.append(True))
+    assert summary.stopped and (summary.polls, summary.files) == (2, 1)
+    assert [t.name for t in taken] == ["a.csv"] and (tmp_path / ".done" / "a.csv").exists()
+    assert sorted(landed(tmp_path)) == ["b.csv", "c.csv"]
+    assert ran == []  # no cascade after a stop request
+    assert summary.describe("SIGTERM") == ("watch: stopped on SIGTERM after 2 polls: 1 files "
+                                           "ingested (1 rows stored, 0 quarantined), 0 failed")
+
+
 @pytest.mark.spark
 def test_watch_takes_complete_files_and_sets_bad_ones_aside(
         tables: Tables, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
