@@ -91,7 +91,7 @@ class Landing:
     name: str
     seconds: float
     report: IngestReport | None = None
-    """The ingest's counts (None: the file failed or was left in place)."""
+    """The ingest's counts (None: the file failed, or lost every race)."""
     error: str | None = None
     """Why the file failed as a whole, or why it was left in place."""
     moved_to: Path | None = None
@@ -103,13 +103,13 @@ class Landing:
 
     def describe(self) -> str:
         """One line: the ingest's counts, or the failure, and where the file went."""
-        where = f" -> {self.moved_to.parent.name}/" if self.moved_to is not None else ""
+        if self.moved_to is None:
+            return f"{self.name}: left in place: {self.error}"
+        where = f" -> {self.moved_to.parent.name}/"
         if self.report is not None:
             text = attrs.evolve(self.report, file=self.name).describe()
             return f"{text} in {self.seconds:.1f}s{where}"
-        if self.moved_to is not None:
-            return f"{self.name}: failed in {self.seconds:.1f}s: {self.error}{where}"
-        return f"{self.name}: left in place: {self.error}"
+        return f"{self.name}: failed in {self.seconds:.1f}s: {self.error}{where}"
 
 
 @attrs.frozen
@@ -194,7 +194,7 @@ def _take(tables: Tables, file: Path, signature: Signature, *, done: Path, faile
         raise RollupError(f"{file}: ingest failed ({one_line(exc)}); the file stays in its "
                           "directory and is read again on restart") from exc
     if _signature(file) != signature:
-        return Landing(file.name, monotonic() - started, error=(
+        return Landing(file.name, monotonic() - started, report, error=(
             "changed or vanished while it was read; taken again once complete (what was "
             "stored is recognised as duplicates)"))
     folder = done if report is not None else failed
@@ -276,8 +276,8 @@ def watch(
                     break
                 landing = _take(tables, root / name, current[name], done=done_dir,
                                 failed=failed_dir, options={**options, "progress": ingest_progress})
-                if landing.report is not None:
-                    files += 1
+                if landing.report is not None:  # rows stored, even if the file stays
+                    files += landing.moved_to is not None
                     stored += landing.report.ingested
                     quarantined += landing.report.quarantined
                     pending = pending or landing.report.ingested > 0
