@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from rollup.cli.common import progress, tables_from
+from rollup.cli.watch import add_flags as watch_flags
+from rollup.cli.watch import check_flags as check_watch_flags
 from rollup.errors import InputError
 
 
@@ -15,14 +17,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser("init", help="create the namespace and tables (idempotent)")
     p.set_defaults(handler=cmd_init)
 
-    p = sub.add_parser("ingest", help="append trades from CSV or Parquet files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser("ingest", help="append trades from CSV or Parquet files (or, with "
+                       "--watch, from files as they land in a directory)")
+    p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--format", choices=("csv", "parquet"), help="file format (default: by suffix)")
     p.add_argument("--time-unit", choices=("s", "ms", "us", "ns"),
                    help="ts holds epoch numbers in this unit (default: ISO-8601 text)")
     p.add_argument("--trade-ids", choices=("integer", "string", "daily", "none"),
                    help="the feed's trade-id scheme (default: [ingest] trade_ids, else integer; "
                         "see docs/input.md)")
+    watch_flags(p)
     p.set_defaults(handler=cmd_ingest)
 
     p = sub.add_parser("run", help="bring every level (or those up to --timeframe) up to date")
@@ -83,6 +87,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from rollup.cli.common import settings_from
     from rollup.ingestion.batch import ingest_files
 
+    check_watch_flags(args)
+    if args.watch is not None:
+        from rollup.cli.watch import cmd_watch
+
+        return cmd_watch(args)
     settings = settings_from(args, {"ingest": {"trade_ids": args.trade_ids}})
     bounds = settings.ingest.time_bounds()
     trade_ids = settings.ingest.trade_ids
