@@ -308,6 +308,21 @@ def _checked(raw: DataFrame, *, time_unit: str | None, bounds: TimeBounds, now: 
         *[F.when(bad, F.col(c).cast("string")).alias(c) for c in FEED_NAMES])
 
 
+def _with_content(rejected: DataFrame) -> DataFrame:
+    """Rejected rows with their trade as text: a row that passed validation and was set aside
+    by classification (a conflicting trade id) keeps no original text, so its typed values
+    are written out (ts in ISO-8601 with its offset, decimals in plain notation)."""
+    text = {
+        "ts": F.date_format("_ts", "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"),
+        "trade_id": F.coalesce(F.col("_trade_ref"), F.col("_trade_id").cast("string")),
+    }
+    return rejected.select("*", *[
+        F.coalesce(F.col(c), text.get(c, F.col(f"_{c}").cast("string"))).alias(f"__{c}")
+        for c in FEED_NAMES]).drop(*FEED_NAMES).select(
+        "*", *[F.col(f"__{c}").alias(c) for c in FEED_NAMES]).drop(
+        *[f"__{c}" for c in FEED_NAMES])
+
+
 def _days(checked: DataFrame) -> list[date]:
     """The UTC days of the good rows (the trades-table partitions the batch touches)."""
     rows = (checked.where(F.col("reason").isNull()).select(F.to_date("_ts").alias("d"))
@@ -528,8 +543,8 @@ def ingest_file(
                 f"(attempt {attempt + 1} of {attempts})")
             continue
         if counts[QUARANTINED]:
-            rejected = with_source_rows(checked, classified.where(
-                F.col("outcome") == QUARANTINED))
+            rejected = _with_content(with_source_rows(checked, classified.where(
+                F.col("outcome") == QUARANTINED)))
             _quarantine(tables, rejected, now, ingest_id)
         seconds = monotonic() - started
         say(f"{file.name}: {counts[INGESTED]:,} rows stored in {seconds:.1f} s "
@@ -541,7 +556,10 @@ def ingest_file(
 
 def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: str,
                 attempts: int = COMMIT_ATTEMPTS) -> None:
-    """Append rejected rows, skipping rows already quarantined from the same file and row.
+    """Append rejected rows, skipping rows already quarantined from the same file and row
+    with the same text (whatever the reason then: read again, a row whose trade id repeats
+    in its file is found `already stored`; it is still one rejected row). A file delivered
+    again under the same name with other rows has its own rows quarantined.
 
     Validated like the trades write, so two ingests of one file quarantine each row once.
     """
@@ -552,8 +570,13 @@ def _quarantine(tables: Tables, rejected: DataFrame, now: datetime, ingest_id: s
         since = current_snapshot(spark, target)
         fresh = rejected
         if since is not None:
-            stored = read_at(spark, target, since).select("source_file", "source_row", "reason")
-            fresh = rejected.join(stored, ["source_file", "source_row", "reason"], "left_anti")
+            same = [*FEED_NAMES, "source_file", "source_row"]
+            stored = read_at(spark, target, since).select(*[F.col(c).alias(f"_q_{c}")
+                                                            for c in same])
+            known = F.lit(True)
+            for c in same:
+                known = known & F.col(c).eqNullSafe(F.col(f"_q_{c}"))
+            fresh = rejected.join(stored, known, "left_anti")
         rows = fresh.select(*[stamped.get(c.name, F.col(c.name)).alias(c.name)
                               for c in REJECTED_COLUMNS])
         try:
