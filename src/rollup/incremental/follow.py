@@ -32,7 +32,8 @@ from rollup.storage.iceberg import Snapshot, Table
 from rollup.storage.tables import Tables
 from rollup.timeframes import Level, Timeframe
 
-__all__ = ["Cycle", "FollowSummary", "Stop", "follow", "stop_on_signals"]
+__all__ = ["Cycle", "FollowSummary", "Stop", "follow", "stop_on_signals", "stop_requested",
+           "wait_unless_stopped"]
 
 Stop = threading.Event | Callable[[], bool] | None
 """A stop request: an Event that gets set, or a callable that returns True (None: never)."""
@@ -129,7 +130,7 @@ class FollowSummary:
         return text
 
 
-def _stopping(stop: Stop) -> bool:
+def stop_requested(stop: Stop) -> bool:
     if stop is None:
         return False
     if isinstance(stop, threading.Event):
@@ -137,13 +138,13 @@ def _stopping(stop: Stop) -> bool:
     return bool(stop())
 
 
-def _wait(stop: Stop, seconds: float) -> None:
+def wait_unless_stopped(stop: Stop, seconds: float) -> None:
     """Sleep `seconds`, or less when a stop request arrives."""
     if isinstance(stop, threading.Event):
         stop.wait(seconds)
         return
     deadline = time.monotonic() + seconds
-    while not _stopping(stop) and (left := deadline - time.monotonic()) > 0:
+    while not stop_requested(stop) and (left := deadline - time.monotonic()) > 0:
         time.sleep(min(_STEP, left))
 
 
@@ -227,7 +228,7 @@ def _run_cycle(
     results: list[LevelResult] = []
     not_run: tuple[str, ...] = ()
     for i, lv in enumerate(levels):
-        if _stopping(stop):
+        if stop_requested(stop):
             not_run = tuple(other.name for other in levels[i:])
             break
         below = next((r.handoff for r in results if r.level == lv.parent_name), None)
@@ -289,7 +290,7 @@ def follow(
     not_run: tuple[str, ...] = ()
     with _claim(tables, levels):
         while max_cycles is None or polls < max_cycles:
-            if _stopping(stop):
+            if stop_requested(stop):
                 break
             polls += 1
             if consumed is not None and _current(tables, parents) == consumed:
@@ -298,7 +299,7 @@ def follow(
                     progress(f"follow: idle, every level up to date with "
                              f"{_short(source)}@{consumed.get(source)}")
                     quiet_since = time.monotonic()
-                _wait(stop, poll_seconds)
+                wait_unless_stopped(stop, poll_seconds)
                 continue
             cycles += 1
             cycle = _run_cycle(tables, cycles, levels, source, previous, stop=stop,
@@ -310,9 +311,9 @@ def follow(
             quiet_since = time.monotonic()
             if on_cycle is not None:
                 on_cycle(cycle)
-            if cycle.not_run and not _stopping(stop):
-                _wait(stop, poll_seconds)  # another writer: give it time before planning again
-    return FollowSummary(polls, cycles, bars, _stopping(stop), not_run)
+            if cycle.not_run and not stop_requested(stop):
+                wait_unless_stopped(stop, poll_seconds)  # another writer: let it finish
+    return FollowSummary(polls, cycles, bars, stop_requested(stop), not_run)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ while it was read stays where it is and is taken again once it is complete.
 Exactly once across restarts, without a manifest: ingest is idempotent per file. Re-ingesting
 a file from the same path stores nothing new (every trade is an exact duplicate of the stored
 one: same key, same content) and quarantines no row twice (quarantine skips rows already
-recorded for the same file, row and reason). A crash after the commit and before the move
+recorded for the same file, row and text). A crash after the commit and before the move
 therefore costs one more read of the file on restart and no second copy of any trade.
 
 A stop request (an Event or a callable; SIGTERM and SIGINT in the CLI) is honoured between
@@ -35,7 +35,7 @@ import attrs
 from pyspark.errors import AnalysisException
 
 from rollup.errors import ConcurrentRunError, InputError, RollupError, one_line
-from rollup.incremental.follow import Stop, _stopping, _wait
+from rollup.incremental.follow import Stop, stop_requested, wait_unless_stopped
 from rollup.ingestion.batch import IngestReport, ingest_file
 from rollup.storage.tables import Tables
 
@@ -263,7 +263,7 @@ def watch(
     pending = False  # trades stored and `after_ingest` not yet done
     with _watching(root):
         while max_polls is None or polls < max_polls:
-            if _stopping(stop):
+            if stop_requested(stop):
                 break
             polls += 1
             began = monotonic()
@@ -272,7 +272,7 @@ def watch(
             except OSError as exc:
                 raise InputError(f"{root}: cannot be listed ({exc.strerror or exc})") from None
             for name in complete(seen, current):
-                if _stopping(stop):
+                if stop_requested(stop):
                     break
                 landing = _take(tables, root / name, current[name], done=done_dir,
                                 failed=failed_dir, options={**options, "progress": ingest_progress})
@@ -285,12 +285,12 @@ def watch(
                 if on_file is not None:
                     on_file(landing)
             seen = current
-            if pending and after_ingest is not None and not _stopping(stop):
+            if pending and after_ingest is not None and not stop_requested(stop):
                 try:
                     after_ingest()
                     pending = False
                 except ConcurrentRunError as exc:
                     say(str(exc))
             if max_polls is None or polls < max_polls:
-                _wait(stop, max(0.0, poll_seconds - (monotonic() - began)))
-    return WatchSummary(polls, files, bad, stored, quarantined, _stopping(stop))
+                wait_unless_stopped(stop, max(0.0, poll_seconds - (monotonic() - began)))
+    return WatchSummary(polls, files, bad, stored, quarantined, stop_requested(stop))
