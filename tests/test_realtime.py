@@ -1,0 +1,231 @@
+"""Real-time reads (`Tables.read_bars(level, realtime=True)`, `rollup bars --realtime`) against
+the independent oracle of tests/oracle.py, computed from all the trades now in the table.
+
+A cascade runs, then trades arrive that no run has applied (new windows, late trades in old
+windows that have bars at every level, a new symbol) or are deleted: every level read in real
+time equals the oracle on every column, `provisional` is True exactly for the windows holding
+a changed trade, and the read writes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from rollup.timeframes import Timeframe
+from tests.oracle import (
+    Key,
+    collect_bars,
+    compare_level,
+    oracle_bars,
+    read_trades,
+    window_of,
+)
+
+pytestmark = pytest.mark.spark
+
+CATALOG = "rollup"
+NY_DAY = "1d@America/New_York"
+LEVELS = {"1m": None, "5m": "1m", "30m": "5m", "1h": "30m", "1d": "1h", NY_DAY: "1h"}
+STANDARD = ("1m", "5m", "30m", "1h", "1d")
+START = datetime(2024, 3, 1, tzinfo=UTC)  # no DST change in New York near these days
+
+Row = tuple[Any, ...]
+
+
+def _trade(symbol: str, trade_id: int, ts: datetime, rng: random.Random) -> Row:
+    return ("X", symbol, trade_id, ts, Decimal(rng.randrange(1_000_000, 1_100_000)) / 100,
+            Decimal(rng.randrange(1, 10_000)) / 1000, rng.choice(("buy", "sell", None)))
+
+
+def first_batch() -> list[Row]:
+    """BTC and ETH trades over a day and a half."""
+    rng = random.Random(16)
+    rows = []
+    for symbol in ("BTC", "ETH"):
+        for trade_id in range(1, 121):
+            rows.append(_trade(symbol, trade_id,
+                               START + timedelta(microseconds=rng.randrange(36 * 3600 * 10**6)),
+                               rng))
+    return rows
+
+
+def second_batch(first: list[Row]) -> list[Row]:
+    """Late trades inside windows that already have bars (one microsecond before or at an
+    earlier trade, so open and close may move), trades in new windows (and a new UTC and New
+    York day), and a new symbol."""
+    rng = random.Random(61)
+    rows = []
+    for n, old in enumerate(rng.sample(first, 6)):
+        ts = old[3] - timedelta(microseconds=n % 2)
+        if Timeframe.parse("1m").floor(ts) != Timeframe.parse("1m").floor(old[3]):
+            ts = old[3]
+        rows.append(_trade(old[1], 1000 + n, ts, rng))
+    for n in range(8):
+        rows.append(_trade("BTC", 2000 + n, START + timedelta(hours=36, minutes=47 * n + 3), rng))
+    for n in range(5):
+        rows.append(_trade("SOL", 1 + n, START + timedelta(hours=7 * n, seconds=11), rng))
+    return rows
+
+
+def append(tables: Any, rows: list[Row]) -> None:
+    from rollup.specs.bar import TRADE_COLUMNS
+    from rollup.specs.columns import spark_schema
+
+    blanks = (None,) * (len(TRADE_COLUMNS) - 7)  # ingested_at, trade_ref
+    tables.spark.createDataFrame([(*r, *blanks) for r in rows],
+                                 spark_schema(TRADE_COLUMNS)).writeTo(tables.trades).append()
+
+
+def new_tables(spark: Any, spec: dict[str, str | None] | None = None) -> Any:
+    from rollup.storage.tables import Tables
+    from rollup.timeframes import Dag
+
+    namespace = f"rt_{uuid.uuid4().hex[:8]}"
+    spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG}.{namespace}")
+    tables = Tables(spark, CATALOG, namespace, Dag.from_spec(spec or LEVELS))
+    tables.create_all()
+    return tables
+
+
+def windows_of(rows: list[Row], level: str) -> set[Key]:
+    tf = Timeframe.parse(level)
+    return {(r[0], r[1], window_of(r[3], tf)[0]) for r in rows}
+
+
+def table_state(tables: Any) -> dict[str, Any]:
+    """Every table's current snapshot and properties (what a read must not change)."""
+    from rollup.storage import state
+
+    names = [tables.trades, *(tables.bars(lv) for lv in tables.dag.order())]
+    return {name: (state.current_snapshot(tables.spark, name),
+                   state.table_properties(tables.spark, name)) for name in names}
+
+
+def check_realtime(tables: Any, levels: list[str], changed: list[Row],
+                   applied: tuple[str, ...] = ()) -> None:
+    """Each level read in real time equals the oracle of all trades now in the table, and
+    exactly the windows holding a `changed` trade (still holding trades) are provisional,
+    none in the levels whose runs `applied` the changes."""
+    from pyspark.sql import functions as F
+
+    before = table_state(tables)
+    frames = {name: tables.read_bars(name, realtime=True).localCheckpoint() for name in levels}
+    got = collect_bars(frames)
+    flags = {name: {(r.exchange, r.symbol, r.ws.replace(tzinfo=UTC)): r.provisional
+                    for r in frame.select("exchange", "symbol", F.col("window_start").alias("ws"),
+                                          "provisional").collect()}
+             for name, frame in frames.items()}
+    trades = read_trades(tables)
+    problems: list[str] = []
+    for name in levels:
+        expected = oracle_bars(trades, Timeframe.parse(name))
+        problems += compare_level(f"{name} (realtime)", got[name], expected)
+        wanted = set() if name in applied else windows_of(changed, name) & set(expected)
+        provisional = {k for k, flag in flags[name].items() if flag}
+        if provisional != wanted:
+            problems.append(f"{name}: provisional {sorted(provisional)[:3]} "
+                            f"(+{len(provisional - wanted)} / -{len(wanted - provisional)}), "
+                            f"expected {sorted(wanted)[:3]}")
+    assert not problems, "\n".join(problems)
+    assert table_state(tables) == before, "a real-time read changed a table"
+
+
+@pytest.fixture(scope="module")
+def pending(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A warehouse whose cascade ran, then more trades arrived (`late`) that no run applied,
+    and a rollup.toml naming its levels."""
+    from rollup.incremental.runner import run_cascade
+
+    tables = new_tables(spark)
+    first = first_batch()
+    append(tables, first)
+    assert all(r.status == "written" for r in run_cascade(tables))
+    late = second_batch(first)
+    append(tables, late)
+    config = tmp_path_factory.mktemp("realtime_config") / "rollup.toml"
+    config.write_text("[levels]\n" + "".join(
+        f'"{child}" = "{parent or "trades"}"\n' for child, parent in LEVELS.items()))
+    return {"tables": tables, "first": first, "late": late, "config": str(config)}
+
+
+def test_every_level_read_in_real_time_is_exact(pending: dict[str, Any]) -> None:
+    check_realtime(pending["tables"], list(LEVELS), pending["late"])
+
+
+def test_cli_bars_realtime(pending: dict[str, Any], warehouse: Path, capsys: Any) -> None:
+    from rollup.cli import main
+
+    tables = pending["tables"]
+    base = ["--warehouse", str(warehouse), "--catalog", CATALOG, "--namespace",
+            tables.namespace, "--config", pending["config"], "bars", "1h", "--format", "csv"]
+    assert main([*base, "--realtime"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype=str)
+    expected = oracle_bars(read_trades(tables), Timeframe.parse("1h"))
+    rows = {(r.exchange, r.symbol, pd.Timestamp(r.window_start).to_pydatetime()): r
+            for r in frame.itertuples()}
+    assert set(rows) == set(expected)
+    for key, bar in expected.items():
+        row = rows[key]
+        assert (Decimal(row.open), Decimal(row.close), Decimal(row.volume),
+                int(row.trade_count)) == (bar["open"], bar["close"], bar["volume"],
+                                          bar["trade_count"]), key
+    provisional = {key for key, row in rows.items() if row.provisional == "True"}
+    assert provisional == windows_of(pending["late"], "1h")
+    assert set(frame["provisional"]) == {"True", "False"}
+    assert main(base) == 0
+    stored = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype=str)
+    assert "provisional" not in stored.columns and len(stored) < len(frame)
+
+
+def test_pyiceberg_reader_refuses_realtime(pending: dict[str, Any], warehouse: Path) -> None:
+    from rollup.errors import RealtimeReadError
+    from rollup.readers.read import read_bars
+
+    with pytest.raises(RealtimeReadError, match=r"Tables.read_bars\(level, realtime=True\)"):
+        read_bars("1h", warehouse=warehouse, namespace=pending["tables"].namespace,
+                  config=pending["config"], realtime=True)
+
+
+def test_partly_run_cascade_then_deleted_trades(pending: dict[str, Any]) -> None:
+    """Runs only up to 5m, then deletes trades no run has seen (changes `pending`: last)."""
+    from rollup.incremental.runner import run_cascade
+
+    tables, first, late = pending["tables"], pending["first"], pending["late"]
+    run_cascade(tables, up_to="5m")
+    check_realtime(tables, ["5m", "1d", NY_DAY], late, applied=("1m", "5m"))
+    run_cascade(tables)
+    check_realtime(tables, ["1h"], [])  # up to date: nothing provisional
+    one_minute = Timeframe.parse("1m")
+    by_minute: dict[Key, list[Row]] = {}
+    for row in first:
+        by_minute.setdefault((row[0], row[1], one_minute.floor(row[3])), []).append(row)
+    alone = [rows[0] for rows in by_minute.values() if len(rows) == 1][:2]  # bars vanish
+    shared = [rows[0] for rows in by_minute.values() if len(rows) > 1][:1]  # bars change
+    assert len(alone) == 2 and shared
+    gone = alone + shared
+    where = " OR ".join(f"(symbol = '{r[1]}' AND trade_id = {int(r[2])})" for r in gone)
+    tables.spark.sql(f"DELETE FROM {tables.trades} WHERE {where}")  # noqa: S608 - test values
+    check_realtime(tables, list(STANDARD), gone)
+    vanished = {(r[0], r[1], one_minute.floor(r[3])) for r in alone}
+    minutes = {(r.exchange, r.symbol, r.window_start.replace(tzinfo=UTC))
+               for r in tables.read_bars("1m", realtime=True).collect()}
+    assert not vanished & minutes
+
+
+def test_levels_never_run_are_computed_whole(spark: Any) -> None:
+    from rollup.incremental.runner import run_cascade
+
+    tables = new_tables(spark, {lv: LEVELS[lv] for lv in STANDARD})
+    first = first_batch()
+    append(tables, first)
+    run_cascade(tables, up_to="5m")  # 30m, 1h and 1d never ran: computed whole, provisional
+    check_realtime(tables, ["5m", "1d"], first, applied=("5m",))
