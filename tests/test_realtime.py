@@ -22,9 +22,10 @@ import pytest
 
 from rollup.timeframes import Timeframe
 from tests.oracle import (
+    TIME_COLUMNS,
     Key,
-    collect_bars,
     compare_level,
+    from_micros,
     oracle_bars,
     read_trades,
     window_of,
@@ -110,27 +111,50 @@ def table_state(tables: Any) -> dict[str, Any]:
                    state.table_properties(tables.spark, name)) for name in names}
 
 
-def check_realtime(tables: Any, levels: list[str], changed: list[Row],
-                   applied: tuple[str, ...] = ()) -> None:
-    """Each level read in real time equals the oracle of all trades now in the table, and
-    exactly the windows holding a `changed` trade (still holding trades) are provisional,
-    none in the levels whose runs `applied` the changes."""
+def collect(frames: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of real-time frames (bar columns, window times aware UTC, `provisional`) by
+    level, in one Spark job."""
     from pyspark.sql import functions as F
 
+    from rollup.transforms.bars import BAR_OUTPUT
+
+    union = None
+    for name, frame in frames.items():
+        part = frame.select(F.lit(name).alias("_level"), *(
+            F.unix_micros(c).alias(c) if c in TIME_COLUMNS else F.col(c)
+            for c in (*BAR_OUTPUT, "provisional")))
+        union = part if union is None else union.unionByName(part)
+    assert union is not None
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in frames}
+    for row in union.collect():
+        values = row.asDict()
+        for c in TIME_COLUMNS:
+            values[c] = None if values[c] is None else from_micros(values[c])
+        out[values.pop("_level")].append(values)
+    return out
+
+
+def check_realtime(tables: Any, tops: list[str], changed: list[Row] | dict[str, list[Row]]
+                   ) -> None:
+    """Every level up to each of `tops`, read in real time (one walk per top level), equals
+    the oracle of all trades now in the table; exactly the windows holding a `changed` trade
+    (of that level, when `changed` maps levels to trades) that still hold trades are
+    provisional; nothing is written."""
+    from rollup.incremental.realtime import realtime_levels
+
     before = table_state(tables)
-    frames = {name: tables.read_bars(name, realtime=True).localCheckpoint() for name in levels}
-    got = collect_bars(frames)
-    flags = {name: {(r.exchange, r.symbol, r.ws.replace(tzinfo=UTC)): r.provisional
-                    for r in frame.select("exchange", "symbol", F.col("window_start").alias("ws"),
-                                          "provisional").collect()}
-             for name, frame in frames.items()}
+    frames = {step.level.name: step.bars for top in tops
+              for step in realtime_levels(tables, top)}
+    got = collect(frames)
     trades = read_trades(tables)
     problems: list[str] = []
-    for name in levels:
+    for name in frames:
         expected = oracle_bars(trades, Timeframe.parse(name))
         problems += compare_level(f"{name} (realtime)", got[name], expected)
-        wanted = set() if name in applied else windows_of(changed, name) & set(expected)
-        provisional = {k for k, flag in flags[name].items() if flag}
+        rows = changed.get(name, []) if isinstance(changed, dict) else changed
+        wanted = windows_of(rows, name) & set(expected)
+        provisional = {(r["exchange"], r["symbol"], r["window_start"]) for r in got[name]
+                       if r["provisional"]}
         if provisional != wanted:
             problems.append(f"{name}: provisional {sorted(provisional)[:3]} "
                             f"(+{len(provisional - wanted)} / -{len(wanted - provisional)}), "
@@ -158,7 +182,11 @@ def pending(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
 
 def test_every_level_read_in_real_time_is_exact(pending: dict[str, Any]) -> None:
-    check_realtime(pending["tables"], list(LEVELS), pending["late"])
+    tables = pending["tables"]
+    check_realtime(tables, ["1d", NY_DAY], pending["late"])
+    got = collect({"30m": tables.read_bars("30m", realtime=True)})["30m"]  # the API itself
+    assert not compare_level("30m", got, oracle_bars(read_trades(tables), Timeframe.parse("30m")))
+    assert {r["provisional"] for r in got} == {True, False}
 
 
 def test_cli_bars_realtime(pending: dict[str, Any], warehouse: Path, capsys: Any) -> None:
@@ -196,29 +224,31 @@ def test_pyiceberg_reader_refuses_realtime(pending: dict[str, Any], warehouse: P
 
 
 def test_partly_run_cascade_then_deleted_trades(pending: dict[str, Any]) -> None:
-    """Runs only up to 5m, then deletes trades no run has seen (changes `pending`: last)."""
+    """Runs only up to 5m, then deletes trades every level has applied (changes `pending`:
+    keep this test after the other tests of `pending`)."""
     from rollup.incremental.runner import run_cascade
 
     tables, first, late = pending["tables"], pending["first"], pending["late"]
     run_cascade(tables, up_to="5m")
-    check_realtime(tables, ["5m", "1d", NY_DAY], late, applied=("1m", "5m"))
-    run_cascade(tables)
-    check_realtime(tables, ["1h"], [])  # up to date: nothing provisional
+    above = {"30m": late, "1h": late, "1d": late, NY_DAY: late}
+    check_realtime(tables, ["1d", NY_DAY], above)
     one_minute = Timeframe.parse("1m")
     by_minute: dict[Key, list[Row]] = {}
-    for row in first:
+    for row in first + late:
         by_minute.setdefault((row[0], row[1], one_minute.floor(row[3])), []).append(row)
-    alone = [rows[0] for rows in by_minute.values() if len(rows) == 1][:2]  # bars vanish
-    shared = [rows[0] for rows in by_minute.values() if len(rows) > 1][:1]  # bars change
+    ours = [rows for rows in by_minute.values() if rows[0] in first]
+    alone = [rows[0] for rows in ours if len(rows) == 1][:2]  # their 1m bars vanish
+    shared = [rows[0] for rows in ours if len(rows) > 1][:1]  # its 1m bar changes
     assert len(alone) == 2 and shared
     gone = alone + shared
     where = " OR ".join(f"(symbol = '{r[1]}' AND trade_id = {int(r[2])})" for r in gone)
     tables.spark.sql(f"DELETE FROM {tables.trades} WHERE {where}")  # noqa: S608 - test values
-    check_realtime(tables, list(STANDARD), gone)
+    check_realtime(tables, ["1d"], {"1m": gone, "5m": gone,
+                                    **{name: late + gone for name in above}})
     vanished = {(r[0], r[1], one_minute.floor(r[3])) for r in alone}
     minutes = {(r.exchange, r.symbol, r.window_start.replace(tzinfo=UTC))
                for r in tables.read_bars("1m", realtime=True).collect()}
-    assert not vanished & minutes
+    assert vanished and not vanished & minutes
 
 
 def test_levels_never_run_are_computed_whole(spark: Any) -> None:
@@ -228,4 +258,4 @@ def test_levels_never_run_are_computed_whole(spark: Any) -> None:
     first = first_batch()
     append(tables, first)
     run_cascade(tables, up_to="5m")  # 30m, 1h and 1d never ran: computed whole, provisional
-    check_realtime(tables, ["5m", "1d"], first, applied=("5m",))
+    check_realtime(tables, ["1d"], {name: first for name in ("30m", "1h", "1d")})
