@@ -24,6 +24,7 @@ from rollup.timeframes import Timeframe
 from tests.oracle import (
     TIME_COLUMNS,
     Key,
+    Trade,
     compare_level,
     from_micros,
     oracle_bars,
@@ -251,7 +252,10 @@ def test_partly_run_cascade_then_deleted_trades(pending: dict[str, Any]) -> None
     assert vanished and not vanished & minutes
 
 
-def test_levels_never_run_are_computed_whole(spark: Any) -> None:
+def test_levels_never_run_and_the_retention_horizon(spark: Any) -> None:
+    """Levels that never ran are computed whole; windows before a level's retention horizon
+    keep their stored values, as in runs (docs/retention.md)."""
+    from rollup.incremental.realtime import realtime_levels
     from rollup.incremental.runner import run_cascade
 
     tables = new_tables(spark, {lv: LEVELS[lv] for lv in STANDARD})
@@ -259,3 +263,28 @@ def test_levels_never_run_are_computed_whole(spark: Any) -> None:
     append(tables, first)
     run_cascade(tables, up_to="5m")  # 30m, 1h and 1d never ran: computed whole, provisional
     check_realtime(tables, ["1d"], {name: first for name in ("30m", "1h", "1d")})
+
+    horizon = START + timedelta(days=1)  # as if retention had dropped 1m's older partitions
+    tables.spark.sql(f"ALTER TABLE {tables.bars('1m')} SET TBLPROPERTIES "
+                     f"('rollup.retained-from' = '{horizon.date().isoformat()}')")
+    late = second_batch(first)
+    append(tables, late)
+    assert {r[3] < horizon for r in late} == {True, False}
+    before = table_state(tables)
+    got = collect({step.level.name: step.bars for step in realtime_levels(tables, "1d")})
+    assert table_state(tables) == before
+    old_trades = [Trade(*r) for r in first]
+    all_trades = read_trades(tables)
+    problems = []
+    for name in STANDARD:
+        tf = Timeframe.parse(name)
+        expected = {k: v for k, v in oracle_bars(old_trades, tf).items() if k[2] < horizon}
+        expected |= {k: v for k, v in oracle_bars(all_trades, tf).items() if k[2] >= horizon}
+        problems += compare_level(name, got[name], expected)
+        provisional = {(r["exchange"], r["symbol"], r["window_start"]) for r in got[name]
+                       if r["provisional"]}
+        wanted = (set(expected) if name in ("30m", "1h", "1d")
+                  else {k for k in windows_of(late, name) if k[2] >= horizon})
+        if provisional != wanted:
+            problems.append(f"{name}: provisional {len(provisional)}, expected {len(wanted)}")
+    assert not problems, "\n".join(problems)
