@@ -58,3 +58,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 class MissingTableError(RollupError):
     """A table rollup needs has not been created yet."""
+
+
+class RealtimeReadError(RollupError):
+    """A real-time read was asked of a reader that cannot compute bars exactly (no Spark)."""

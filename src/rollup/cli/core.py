@@ -64,6 +64,9 @@ def register(sub: Any) -> None:
     p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))
     p.add_argument("--output", help="write to this file instead of stdout")
     p.add_argument("--limit", type=int, help="at most this many bars")
+    p.add_argument("--realtime", action="store_true",
+                   help="add bars computed on the fly from parent rows no run has applied yet "
+                        "(column `provisional`; nothing is written)")
     p.set_defaults(handler=cmd_bars)
 
     p = sub.add_parser("status", help="per level: last run, position, newest bar, lag")
@@ -160,7 +163,7 @@ def cmd_bars(args: argparse.Namespace) -> int:
         raise InputError(f"invalid --limit {args.limit}: expected a number >= 0")
     tables = tables_from(args, create=False)
     df = select_bars(tables, args.timeframe, exchange=args.exchange, symbol=args.symbol,
-                     start=args.start, end=args.end)
+                     start=args.start, end=args.end, realtime=args.realtime)
     if args.limit is not None:
         df = df.limit(args.limit)
     write_frame(to_pandas_utc(df), args.format, args.output)

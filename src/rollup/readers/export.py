@@ -32,8 +32,11 @@ def select_bars(
     symbol: str | None = None,
     start: str | datetime | None = None,
     end: str | datetime | None = None,
+    realtime: bool = False,
 ) -> DataFrame:
-    """Bars of one level filtered by exchange, symbol and [start, end) on window_start."""
+    """Bars of one level filtered by exchange, symbol and [start, end) on window_start; with
+    `realtime`, merged with bars computed on the fly (`Tables.read_bars`), plus the column
+    `provisional`."""
     from pyspark.sql import functions as F
 
     lo = parse_instant(start, "start") if start is not None else None
@@ -44,7 +47,7 @@ def select_bars(
             f"no table {level.table} in namespace {tables.namespace!r} of catalog "
             f"{tables.catalog!r}: run `rollup init` and `rollup run`, or check --warehouse and "
             "--namespace")
-    df = tables.read_bars(level)
+    df = tables.read_bars(level, realtime=realtime)
     if exchange is not None:
         df = df.where(F.col("exchange") == F.lit(exchange))
     if symbol is not None:

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollup.errors import ConfigError, InputError
+from rollup.errors import ConfigError, InputError, RealtimeReadError
 from rollup.specs.bar import KEY_COLUMNS
 from rollup.specs.times import as_utc, parse_instant
 from rollup.timeframes import Level, Timeframe
@@ -303,6 +303,7 @@ def read_bars_arrow(
     namespace: str | None = None,
     config: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
+    realtime: bool = False,
 ) -> pa.Table:
     """Bars of one timeframe as an Arrow table, read through pyiceberg without starting Spark.
 
@@ -320,13 +321,21 @@ def read_bars_arrow(
         namespace: the Iceberg namespace (default from settings, `market_data`).
         config: a rollup.toml file (a custom DAG changes which tables exist).
         settings: explicit settings instead of `config` and the environment.
+        realtime: not available here (bars computed on the fly need Spark): raises.
 
     Raises:
         TimeframeError: the timeframe is not a level of the DAG.
         InputError: a filter value is invalid.
         ConfigError: there is no bar table at the warehouse/namespace.
+        RealtimeReadError: `realtime` is set.
     """
     import pyarrow as pa
+
+    if realtime:
+        name = timeframe if isinstance(timeframe, str) else timeframe.name
+        raise RealtimeReadError(
+            f"rollup.read_bars cannot read {name} in real time without Spark: use "
+            "Tables.read_bars(level, realtime=True) or `rollup bars TF --realtime`")
 
     resolved = _settings(settings, warehouse, namespace, config)
     table, level = open_bar_table(timeframe, settings=resolved)
@@ -366,6 +375,7 @@ def read_bars(
     namespace: str | None = None,
     config: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
+    realtime: bool = False,
 ) -> pd.DataFrame:
     """Bars of one timeframe as a pandas DataFrame (UTC timestamps, exact Decimal prices).
 
@@ -373,7 +383,8 @@ def read_bars(
     """
     table = read_bars_arrow(timeframe, exchange, symbol, start, end, warehouse,
                             fill_gaps=fill_gaps, fill_lookback=fill_lookback,
-                            namespace=namespace, config=config, settings=settings)
+                            namespace=namespace, config=config, settings=settings,
+                            realtime=realtime)
     return table.to_pandas()
 
 
