@@ -1,4 +1,4 @@
-"""Real-time reads (`Tables.read_bars(level, realtime=True)`, `rollup bars --realtime`) against
+"""Real-time reads (`rollup.realtime_bars(tables, level)`, `rollup bars --realtime`) against
 the independent oracle of tests/oracle.py, computed from all the trades now in the table.
 
 A cascade runs, then trades arrive that no run has applied (new windows, late trades in old
@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+import rollup
 from rollup.timeframes import Timeframe
 from tests.oracle import (
     TIME_COLUMNS,
@@ -145,7 +146,7 @@ def check_realtime(tables: Any, tops: list[str], changed: list[Row] | dict[str, 
 
     before = table_state(tables)
     frames = {step.level.name: step.bars for step in realtime_levels(tables, tops[0])}
-    frames |= {top: tables.read_bars(top, realtime=True) for top in tops[1:]}
+    frames |= {top: rollup.realtime_bars(tables, top) for top in tops[1:]}
     got = collect(frames)
     trades = read_trades(tables)
     problems: list[str] = []
@@ -215,7 +216,7 @@ def test_pyiceberg_reader_refuses_realtime(pending: dict[str, Any], warehouse: P
     from rollup.errors import RealtimeReadError
     from rollup.readers.read import read_bars
 
-    with pytest.raises(RealtimeReadError, match=r"Tables.read_bars\(level, realtime=True\)"):
+    with pytest.raises(RealtimeReadError, match=r"rollup.realtime_bars\(tables, level\)"):
         read_bars("1h", warehouse=warehouse, namespace=pending["tables"].namespace,
                   config=pending["config"], realtime=True)
 
@@ -244,7 +245,7 @@ def test_partly_run_cascade_then_deleted_trades(pending: dict[str, Any]) -> None
                                     **{name: late + gone for name in above}})
     vanished = {(r[0], r[1], one_minute.floor(r[3])) for r in alone}
     minutes = {(r.exchange, r.symbol, r.window_start.replace(tzinfo=UTC))
-               for r in tables.read_bars("1m", realtime=True).collect()}
+               for r in rollup.realtime_bars(tables, "1m").collect()}
     assert vanished and not vanished & minutes
 
 

@@ -23,6 +23,7 @@ _LAZY = {
     "run_cascade": "rollup.incremental.runner",
     "run_level": "rollup.incremental.runner",
     "backfill": "rollup.incremental.runner",
+    "realtime_bars": "rollup.incremental.realtime",
     "ingest_file": "rollup.ingestion.batch",
     "get_spark": "rollup.spark.engine",
     "read_bars": "rollup.readers.read",

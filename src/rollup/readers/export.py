@@ -35,7 +35,7 @@ def select_bars(
     realtime: bool = False,
 ) -> DataFrame:
     """Bars of one level filtered by exchange, symbol and [start, end) on window_start; with
-    `realtime`, merged with bars computed on the fly (`Tables.read_bars`), plus the column
+    `realtime`, merged with bars computed on the fly (`rollup.realtime_bars`), plus the column
     `provisional`."""
     from pyspark.sql import functions as F
 
@@ -47,7 +47,9 @@ def select_bars(
             f"no table {level.table} in namespace {tables.namespace!r} of catalog "
             f"{tables.catalog!r}: run `rollup init` and `rollup run`, or check --warehouse and "
             "--namespace")
-    df = tables.read_bars(level, realtime=realtime)
+    from rollup.incremental.realtime import realtime_bars
+
+    df = realtime_bars(tables, level) if realtime else tables.read_bars(level)
     if exchange is not None:
         df = df.where(F.col("exchange") == F.lit(exchange))
     if symbol is not None:

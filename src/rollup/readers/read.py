@@ -335,7 +335,7 @@ def read_bars_arrow(
         name = timeframe if isinstance(timeframe, str) else timeframe.name
         raise RealtimeReadError(
             f"rollup.read_bars cannot read {name} in real time without Spark: use "
-            "Tables.read_bars(level, realtime=True) or `rollup bars TF --realtime`")
+            "rollup.realtime_bars(tables, level) or `rollup bars TF --realtime`")
 
     resolved = _settings(settings, warehouse, namespace, config)
     table, level = open_bar_table(timeframe, settings=resolved)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from datetime import datetime
 from itertools import pairwise
@@ -205,15 +204,9 @@ class Tables:
         self.require(self.trades_table)
         return self.spark.table(self.trades)
 
-    def read_bars(self, level: Level | str, *, realtime: bool = False) -> DataFrame:
-        """The stored bars of a level; with `realtime`, merged with the bars computed on the
-        fly from parent rows newer than its position, plus the boolean column `provisional`
-        (`rollup.incremental.realtime`; nothing is written)."""
+    def read_bars(self, level: Level | str) -> DataFrame:
+        """The stored bars of a level (with the bars not yet applied: `rollup.realtime_bars`,
+        which plans like a run, a layer above storage)."""
         lv = self.dag.level(level) if isinstance(level, str) else level
         self.require(lv.table)
-        if realtime:
-            # The builder plans like a run, a layer above storage: imported by name, on use.
-            builder = importlib.import_module("rollup.incremental.realtime")
-            result: DataFrame = builder.realtime_bars(self, lv)
-            return result
         return self.spark.table(self.bars(lv))
