@@ -39,9 +39,18 @@ def register(sub: Any) -> None:
     p.add_argument("--late-batch", default=None, metavar="N",
                    help="trades of the late batch ingested into 1 and 30 days of history "
                         "(default 10k)")
-    p.add_argument("--only", default=None, metavar="PART[,PART]",
+    p.add_argument("--only", "--parts", dest="only", default=None, metavar="PART[,PART]",
                    help="run only these parts: plan (1m, cascade, direct, DuckDB), incremental "
-                        "(with the scattered batch), scaling, ingest")
+                        "(with the scattered batch and cycle_s), scaling, ingest, follow "
+                        "(follow_lag)")
+    p.add_argument("--follow-commits", type=int, default=None, metavar="N",
+                   help="commits of the follow_lag writer (default 24, --quick 2)")
+    p.add_argument("--follow-interval", type=float, default=None, metavar="S",
+                   help="seconds between two commits of the writer (default 5, --quick 1)")
+    p.add_argument("--follow-trades", default=None, metavar="N",
+                   help="trades per commit of the writer (default 5000, --quick 100)")
+    p.add_argument("--follow-poll", type=float, default=None, metavar="S",
+                   help="poll interval of the follower (default 0.5)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: every figure once, on a few hundred trades, no warm-up "
                         "(structure, not speed)")
@@ -75,6 +84,11 @@ def build_config(args: argparse.Namespace) -> Any:
         changes["ingest_rows"] = 0 if text == "0" else parse_count(text)
     if args.late_batch is not None:
         changes["late_batch"] = parse_count(args.late_batch)
+    for name in ("follow_commits", "follow_interval", "follow_poll"):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
+    if getattr(args, "follow_trades", None) is not None:
+        changes["follow_trades"] = parse_count(args.follow_trades)
     if args.only is not None:
         changes["parts"] = tuple(p.strip().lower() for p in args.only.split(",") if p.strip())
     return attrs.evolve(config, **changes)
