@@ -131,6 +131,24 @@ def test_local_warehouse_only() -> None:
         local_warehouse("s3://b/wh")
 
 
+def test_writer_failures_are_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from rollup.benchmarks.follow_lag import _run_writer
+    from rollup.benchmarks.writer import _main
+    from rollup.errors import RollupError
+
+    assert _main(["--warehouse", str(tmp_path), "--namespace", "ns", "--commits", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("writer: no Iceberg table at "), err
+    assert _main(["--warehouse", str(tmp_path), "--namespace", "ns", "--trades", "0"]) == 2
+    assert "invalid --trades 0" in capsys.readouterr().err
+    failing = [sys.executable, "-c", "import sys; print('x', file=sys.stderr); "
+               "print('boom', file=sys.stderr); sys.exit(3)"]
+    with pytest.raises(RollupError, match="^the follow_lag writer failed: boom$"):
+        _run_writer(failing, tmp_path / "log", lambda _m: None)
+
+
 # -- with Spark --------------------------------------------------------------------------------
 
 

@@ -260,24 +260,26 @@ def _writer_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": source + (os.pathsep + path if path else "")}
 
 
-def _run_writer(command: list[str], progress: Progress) -> list[Committed]:
-    """Run the writer to its end, collecting its commits; raise on a failure."""
+def _run_writer(command: list[str], log: Path, progress: Progress) -> list[Committed]:
+    """Run the writer to its end (its stderr to `log`), collecting its commits; raise on a
+    failure."""
     commits: list[Committed] = []
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_writer_env())
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            commits.append(Committed.from_json(line))
-            progress(f"  writer: commit {commits[-1].commit + 1} "
-                     f"(snapshot {commits[-1].snapshot_id})")
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
+                                env=_writer_env())
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                commits.append(Committed.from_json(line))
+                progress(f"  writer: commit {commits[-1].commit + 1} "
+                         f"(snapshot {commits[-1].snapshot_id})")
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     if proc.returncode != 0:
-        last = (err or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        last = log.read_text().strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
         raise RollupError(f"the follow_lag writer failed: {last[0]}")
     return commits
 
@@ -327,7 +329,8 @@ def measure_follow_lag(spark: SparkSession, catalog: str, namespace: str, config
     progress(f"follow: writer commits {config.follow_trades:,} trades every "
              f"{config.follow_interval:g}s, {config.follow_commits} times ...")
     try:
-        commits = _run_writer(_writer_command(warehouse, tables, config, save), progress)
+        commits = _run_writer(_writer_command(warehouse, tables, config, save),
+                              work / "follow_writer.log", progress)
         history = Table(spark, tables.trades).history()
         chains: dict[int, set[int]] = {}
 
