@@ -111,8 +111,14 @@ def test_follow_options_build_the_config() -> None:
     args = argparse.Namespace(
         quick=False, trades=None, sizes=None, symbols=None, repeats=None, history_per_day=None,
         warmups=None, scattered_windows=None, ingest_rows=None, late_batch=None, only="follow",
-        follow_commits=3, follow_interval=1.5, follow_trades="2k", follow_poll=0.25)
+        follow_commits=3, follow_interval=1.5, follow_trades="2k", follow_poll=0.25,
+        history_days="1,2")
     config = build_config(args)
+    assert config.history_days == (1, 2)
+    with pytest.raises(ConfigError, match="invalid --history-days '1,x'"):
+        build_config(argparse.Namespace(**{**vars(args), "history_days": "1,x"}))
+    with pytest.raises(ConfigError, match="history_days must be two day counts"):
+        build_config(argparse.Namespace(**{**vars(args), "history_days": "3"}))
     assert (config.parts, config.follow_commits, config.follow_interval, config.follow_trades,
             config.follow_poll) == (("follow",), 3, 1.5, 2_000, 0.25)
     assert BenchConfig().follow_commits * BenchConfig().follow_interval == 120  # two minutes

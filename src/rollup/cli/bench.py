@@ -30,6 +30,8 @@ def register(sub: Any) -> None:
                         "0 also skips the scaling and ingest warm-ups)")
     p.add_argument("--history-per-day", default=None,
                    help="trades per day of incremental history (default 200k)")
+    p.add_argument("--history-days", default=None, metavar="SHORT,LONG",
+                   help="days of the short and the long incremental history (default 1,30)")
     p.add_argument("--scattered-windows", type=int, default=None, metavar="N",
                    help="separate 1m windows of the scattered late batch over the long "
                         "history (default 10000, --quick 40; 0 skips it)")
@@ -65,6 +67,7 @@ def build_config(args: argparse.Namespace) -> Any:
     import attrs
 
     from rollup.benchmarks.common import BenchConfig, parse_count
+    from rollup.errors import ConfigError
 
     config = BenchConfig.quick() if args.quick else BenchConfig()
     changes: dict[str, Any] = {}
@@ -79,6 +82,12 @@ def build_config(args: argparse.Namespace) -> Any:
             changes[name] = getattr(args, name)
     if args.history_per_day is not None:
         changes["history_per_day"] = parse_count(args.history_per_day)
+    if getattr(args, "history_days", None) is not None:
+        try:
+            changes["history_days"] = tuple(int(d) for d in args.history_days.split(","))
+        except ValueError:
+            raise ConfigError(f"invalid --history-days {args.history_days!r}: expected two "
+                              "day counts, e.g. 1,30") from None
     if args.ingest_rows is not None:
         text = args.ingest_rows.strip()
         changes["ingest_rows"] = 0 if text == "0" else parse_count(text)
