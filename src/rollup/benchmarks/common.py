@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 
-PARTS = ("plan", "incremental", "scaling", "ingest")
+PARTS = ("plan", "incremental", "scaling", "ingest", "follow")
 """What a run can be restricted to (`BenchConfig.parts`)."""
 
 HISTORY_DAYS = (1, 30)
@@ -51,6 +51,12 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: object) -> None
 
 def _not_negative(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     _whole(_, attribute, value, least=0)
+
+
+def _seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"bench {attribute.name} must be a number of seconds > 0, "
+                          f"got {value!r}")
 
 
 def _sizes(_: object, attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
@@ -97,6 +103,14 @@ class BenchConfig:
     """Trades of the late batch ingested into the short and the long history."""
     parts: tuple[str, ...] = attrs.field(default=PARTS, converter=tuple)
     """The parts of the suite to run (see `PARTS`)."""
+    follow_commits: int = attrs.field(default=24, validator=_positive)
+    """Commits of the external writer of the follow_lag figure (24 every 5 s: two minutes)."""
+    follow_interval: float = attrs.field(default=5.0, validator=_seconds)
+    """Seconds between two commits of the external writer."""
+    follow_trades: int = attrs.field(default=5_000, validator=_positive)
+    """Trades per commit of the external writer."""
+    follow_poll: float = attrs.field(default=0.5, validator=_seconds)
+    """Seconds between two polls of the follower when idle."""
 
     @parts.validator
     def _check_parts(self, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -119,7 +133,8 @@ class BenchConfig:
         without warm-ups (checks the structure, not speed)."""
         return cls(trades=600, symbols=2, sizes=(300, 600), repeats=1, warmups=0,
                    history_per_day=1_000, history_days=(1, 2), cycles=1, rows_per_file=1_000,
-                   scattered_windows=40, ingest_rows=300, late_batch=50)
+                   scattered_windows=40, ingest_rows=300, late_batch=50, follow_commits=2,
+                   follow_interval=1.0, follow_trades=100)
 
 
 def parse_count(text: str) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import attrs
 
 from rollup.benchmarks.common import PARTS, BenchConfig, Timing, over, timing_row
+from rollup.benchmarks.follow_lag import FollowLagResult
 from rollup.benchmarks.incremental import IncrementalResult
 from rollup.benchmarks.ingest import IngestResult
 from rollup.benchmarks.plan import ScalePoint, linear_fit
@@ -26,6 +27,13 @@ GOALS: dict[str, tuple[str, float]] = {
 }
 """The issues' goals per ratio and per rate (`BenchReport.rates`): (comparison, bound)."""
 
+FRESHNESS_GOALS: dict[str, tuple[str, float]] = {
+    "cycle_s": ("<=", 2.0),
+    "follow_lag_median_s": ("<=", 10.0),
+    "follow_lag_p95_s": ("<=", 20.0),
+}
+"""Issue 16's goals in seconds (`BenchReport.freshness`): (comparison, bound)."""
+
 
 @attrs.frozen
 class BenchReport:
@@ -40,6 +48,7 @@ class BenchReport:
     scaling: tuple[ScalePoint, ...]
     scattered: ScatteredResult | None = None
     ingest: IngestResult | None = None
+    follow: FollowLagResult | None = None
 
     def ordinary_cycle(self) -> Timing | None:
         """The ordinary incremental cycle on the history the scattered batch ran on."""
@@ -75,6 +84,20 @@ class BenchReport:
         ingest = self.ingest
         return {"csv_rows_per_s": ingest.csv_rows_per_s if ingest else None,
                 "parquet_rows_per_s": ingest.parquet_rows_per_s if ingest else None}
+
+    def freshness(self) -> dict[str, float | None]:
+        """The seconds of FRESHNESS_GOALS: the median ordinary incremental cycle on the short
+        history (`cycle_s`) and the follow lag's median and p95; None when not measured."""
+        short = next((r.cycle.seconds for r in self.incremental
+                      if r.days == self.config.history_days[0]), None)
+        follow = self.follow
+        return {"cycle_s": short,
+                "follow_lag_median_s": follow.median_s if follow else None,
+                "follow_lag_p95_s": follow.p95_s if follow else None}
+
+    def freshness_goals(self) -> dict[str, bool | None]:
+        return {name: None if value is None else value <= FRESHNESS_GOALS[name][1]
+                for name, value in self.freshness().items()}
 
     def scaling_fit(self) -> dict[str, float] | None:
         """The cascade's fixed seconds and marginal ns per trade, fitted over the sizes."""
@@ -114,7 +137,10 @@ class BenchReport:
                            "scaling_fit": None if fit is None else rounded(dict(fit)),
                            **(self.scattered.as_json(self.ordinary_cycle())
                               if self.scattered else {}),
-                           **(self.ingest.as_json() if self.ingest else {})},
+                           **(self.ingest.as_json() if self.ingest else {}),
+                           **rounded(self.freshness()),
+                           "freshness_goals_met": self.freshness_goals(),
+                           **(self.follow.as_json() if self.follow else {})},
                           sort_keys=False)
 
     def table(self) -> str:
@@ -136,6 +162,8 @@ class BenchReport:
             lines += self.scattered.lines(self.ordinary_cycle())
         if self.ingest is not None:
             lines += self.ingest.lines()
+        if self.follow is not None:
+            lines += self.follow.lines()
         if self.scaling:
             lines.append("")
             lines.append(f"{'scaling (cascade)':<28}{'wall s':>10}{'ns/trade':>10}"
@@ -167,6 +195,12 @@ class BenchReport:
                 continue
             shown = "-" if value is None else f"{value:.3f}"
             lines.append(f"{name:<28}{shown:>10}   goal {op} {bound}: {state}")
+        met = self.freshness_goals()
+        for name, value in self.freshness().items():
+            op, bound = FRESHNESS_GOALS[name]
+            state = {True: "met", False: "NOT met", None: "n/a"}[met[name]]
+            shown = "-" if value is None else f"{value:.3f}"
+            lines.append(f"{name:<28}{shown:>10}   goal {op} {bound:g} s: {state}")
         return "\n".join(lines)
 
 

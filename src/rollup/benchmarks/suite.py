@@ -20,15 +20,19 @@
 - ``ingest``: rows per second of `rollup.ingestion.batch.ingest_file` for a CSV and a Parquet file
 of
   `BenchConfig.ingest_rows` trades into an empty trades table, and the same late batch
-  ingested into the short and the long history (`rollup.benchmarks.ingest`).
+  ingested into the short and the long history (`rollup.benchmarks.ingest`);
+- ``follow``: the lag from each commit of an external writer (pyiceberg, its own process) to
+  the end of the follow cycle that brought every level up to it (`rollup.benchmarks.follow_lag`).
 
 `BenchConfig.parts` restricts a run to some of these (``plan``: the first four figures,
-``incremental``: incremental and scattered, ``scaling``, ``ingest``).
+``incremental``: incremental and scattered, ``scaling``, ``ingest``, ``follow``). The report's
+`cycle_s` is the median ordinary incremental cycle on the short history.
 
 One module a concern: `rollup.benchmarks.common` (configuration, clock, timings, scratch trades),
 `rollup.benchmarks.plan` (plan-level and scaling figures, on Parquet),
 `rollup.benchmarks.incremental`,
-`rollup.benchmarks.scattered`, `rollup.benchmarks.ingest`, and `rollup.benchmarks.report`
+`rollup.benchmarks.scattered`, `rollup.benchmarks.ingest`, `rollup.benchmarks.follow_lag`
+(with its writer `rollup.benchmarks.writer`), and `rollup.benchmarks.report`
 (`BenchReport`:
 the ratios the goals in docs/benchmarks.md are set on, the table and the JSON line). This
 module runs them in order.
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rollup.benchmarks.common import (
+    PARTS,
     BenchConfig,
     Clock,
     Progress,
@@ -49,11 +54,13 @@ from rollup.benchmarks.common import (
     local_cores,
     scratch_dir,
 )
+from rollup.benchmarks.follow_lag import FollowLagResult, hadoop_warehouse, measure_follow_lag
 from rollup.benchmarks.incremental import CYCLE_DAY, IncrementalResult, measure_incremental
 from rollup.benchmarks.ingest import measure_ingest
 from rollup.benchmarks.plan import PlanResult, measure_plan, measure_scale_point
 from rollup.benchmarks.report import BenchReport
 from rollup.benchmarks.scattered import ScatteredResult, measure_scattered
+from rollup.errors import ConfigError
 from rollup.specs.identifiers import check_identifier
 
 if TYPE_CHECKING:
@@ -83,7 +90,9 @@ def run_benchmarks(
         keep: keep the scratch files and namespaces.
 
     Raises:
-        ConfigError: an invalid configuration or namespace.
+        ConfigError: an invalid configuration or namespace, or the follow part asked for by
+            name on a catalog other than a local Hadoop catalog (with every part, it is
+            skipped).
     """
     from rollup.spark.engine import configure_session
 
@@ -94,6 +103,14 @@ def run_benchmarks(
     clock = Clock(spark)
     threads = config.duckdb_threads or local_cores(spark)
     parts = set(config.parts)
+    if "follow" in parts:
+        try:
+            hadoop_warehouse(spark, catalog)  # before any part runs: the writer needs it
+        except ConfigError as exc:
+            if parts != set(PARTS):
+                raise  # asked for by name
+            say(f"follow: skipped ({exc})")
+            parts.discard("follow")
     with scratch_dir(workdir, keep) as work:
         plan = (measure_plan(spark, clock, config, work, threads, say) if "plan" in parts
                 else PlanResult({}, {}, None))
@@ -107,9 +124,22 @@ def run_benchmarks(
         ingest = None
         if "ingest" in parts and config.ingest_rows:
             ingest = measure_ingest(spark, catalog, prefix, config, clock, work, keep, say)
+        follow = (_follow(spark, catalog, prefix, config, work, threads, keep, say)
+                  if "follow" in parts else None)
     return BenchReport(config, spark.sparkContext.master or "?", plan.timings,
                        plan.cascade_levels, plan.duckdb_equal, tuple(incremental),
-                       tuple(scaling), scattered, ingest)
+                       tuple(scaling), scattered, ingest, follow)
+
+
+def _follow(spark: SparkSession, catalog: str, prefix: str, config: BenchConfig, work: Path,
+            threads: int, keep: bool, say: Progress) -> FollowLagResult:
+    """The follow_lag figure in its own namespace, dropped afterwards unless `keep`."""
+    ns = f"{prefix}_follow"
+    try:
+        return measure_follow_lag(spark, catalog, ns, config, work, say, threads=threads)
+    finally:
+        if not keep:
+            drop_namespace(spark, catalog, ns)
 
 
 def _incremental(

@@ -30,6 +30,8 @@ def register(sub: Any) -> None:
                         "0 also skips the scaling and ingest warm-ups)")
     p.add_argument("--history-per-day", default=None,
                    help="trades per day of incremental history (default 200k)")
+    p.add_argument("--history-days", default=None, metavar="SHORT,LONG",
+                   help="days of the short and the long incremental history (default 1,30)")
     p.add_argument("--scattered-windows", type=int, default=None, metavar="N",
                    help="separate 1m windows of the scattered late batch over the long "
                         "history (default 10000, --quick 40; 0 skips it)")
@@ -39,9 +41,18 @@ def register(sub: Any) -> None:
     p.add_argument("--late-batch", default=None, metavar="N",
                    help="trades of the late batch ingested into 1 and 30 days of history "
                         "(default 10k)")
-    p.add_argument("--only", default=None, metavar="PART[,PART]",
+    p.add_argument("--only", "--parts", dest="only", default=None, metavar="PART[,PART]",
                    help="run only these parts: plan (1m, cascade, direct, DuckDB), incremental "
-                        "(with the scattered batch), scaling, ingest")
+                        "(with the scattered batch and cycle_s), scaling, ingest, follow "
+                        "(follow_lag)")
+    p.add_argument("--follow-commits", type=int, default=None, metavar="N",
+                   help="commits of the follow_lag writer (default 24, --quick 2)")
+    p.add_argument("--follow-interval", type=float, default=None, metavar="S",
+                   help="seconds between two commits of the writer (default 5, --quick 1)")
+    p.add_argument("--follow-trades", default=None, metavar="N",
+                   help="trades per commit of the writer (default 5000, --quick 100)")
+    p.add_argument("--follow-poll", type=float, default=None, metavar="S",
+                   help="poll interval of the follower (default 0.5)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: every figure once, on a few hundred trades, no warm-up "
                         "(structure, not speed)")
@@ -56,6 +67,7 @@ def build_config(args: argparse.Namespace) -> Any:
     import attrs
 
     from rollup.benchmarks.common import BenchConfig, parse_count
+    from rollup.errors import ConfigError
 
     config = BenchConfig.quick() if args.quick else BenchConfig()
     changes: dict[str, Any] = {}
@@ -70,11 +82,22 @@ def build_config(args: argparse.Namespace) -> Any:
             changes[name] = getattr(args, name)
     if args.history_per_day is not None:
         changes["history_per_day"] = parse_count(args.history_per_day)
+    if getattr(args, "history_days", None) is not None:
+        try:
+            changes["history_days"] = tuple(int(d) for d in args.history_days.split(","))
+        except ValueError:
+            raise ConfigError(f"invalid --history-days {args.history_days!r}: expected two "
+                              "day counts, e.g. 1,30") from None
     if args.ingest_rows is not None:
         text = args.ingest_rows.strip()
         changes["ingest_rows"] = 0 if text == "0" else parse_count(text)
     if args.late_batch is not None:
         changes["late_batch"] = parse_count(args.late_batch)
+    for name in ("follow_commits", "follow_interval", "follow_poll"):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
+    if getattr(args, "follow_trades", None) is not None:
+        changes["follow_trades"] = parse_count(args.follow_trades)
     if args.only is not None:
         changes["parts"] = tuple(p.strip().lower() for p in args.only.split(",") if p.strip())
     return attrs.evolve(config, **changes)
