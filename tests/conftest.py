@@ -136,6 +136,52 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, A
             _as_failure(report, f"{collector.nodeid}: {message}")
 
 
+# ---------------------------------------------------------------------------------------------
+# `make test` (xdist, --dist loadfile): the longest files first, so none is left to run alone
+
+SLOW_FILES = {  # seconds on a quiet 2-core machine, rounded (a full run's --durations)
+    "tests/test_source_pushdown.py": 150, "tests/test_lakehouse_property.py": 120,
+    "tests/test_bench.py": 115, "tests/integration/test_cluster.py": 90,
+    "tests/test_notebook.py": 85, "tests/integration/test_prefect_server.py": 75,
+    "tests/test_follow.py": 75, "tests/test_calendar_cascade.py": 60,
+    "tests/test_calendar_cascade_london.py": 45, "tests/test_calendar_reads.py": 45,
+    "tests/test_lean_sessions.py": 40, "tests/test_rich_bars.py": 40,
+    "tests/test_retention.py": 40, "tests/test_calendar_retention.py": 35,
+    "tests/test_lean_spark.py": 40,  # the pure-Python oracle of 157,822 LEAN ticks
+}
+"""Files whose cost the markers understate; every other file is estimated from its markers."""
+
+
+def estimated_seconds(path: str, items: list[pytest.Item]) -> float:
+    """A file's expected run time: `SLOW_FILES`, else a few seconds a Spark test, more for a
+    slow or integration one, a fraction of a second for a unit test."""
+    if path in SLOW_FILES:
+        return SLOW_FILES[path]
+    marks = [{m.name for m in item.iter_markers()} for item in items]
+    return sum(30 if {"slow", "integration"} & names else 6 if "spark" in names else 0.1
+               for names in marks)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `--dist loadfile`, xdist takes the files in the order the workers collected them
+    (see `pytest_collection_modifyitems`) instead of ordering them by test count, which put
+    the one-test files, among them the slowest, last."""
+    if getattr(config.option, "dist", "no") == "loadfile":
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, order the files longest first (each file's tests keep their
+    order): the two workers end together, on short files."""
+    if not hasattr(config, "workerinput"):
+        return
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    order = sorted(files, key=lambda path: -estimated_seconds(path, files[path]))
+    items[:] = [item for path in order for item in files[path]]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Keep py4j's shutdown chatter out of handlers whose streams pytest has closed."""
     import logging

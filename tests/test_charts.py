@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -95,15 +96,18 @@ def test_chart_errors(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ Spark
 
 
-@pytest.fixture
-def chart_tables(tables: Any) -> Any:
-    """Two hours of synthetic trades for two symbols, rolled up to 5m."""
+@pytest.fixture(scope="module")
+def chart_tables(spark: Any) -> Any:
+    """Two hours of synthetic trades for two symbols, rolled up to 5m (read-only: shared by the
+    tests of this module)."""
     from pyspark.sql import functions as F
 
     from rollup.adapters.synthetic import synthetic_trades
     from rollup.incremental.runner import run_cascade
+    from rollup.storage.tables import Tables
 
-    spark = tables.spark
+    tables = Tables(spark, "rollup", f"charts_{uuid.uuid4().hex[:8]}")
+    tables.create_all()
     trades = synthetic_trades(24_000, symbols=2, day=date(2024, 1, 2), seed=3)
     ts_type = trades.schema.field("ts").type
     cutoff = pa.scalar(pd.Timestamp("2024-01-02T02:00", tz="UTC"), type=ts_type)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,27 @@ def _config(tmp_path: Path, extra: str = "") -> str:
     return str(path)
 
 
-@pytest.fixture
-def loaded(tables: Any, tmp_path: Path) -> Any:
-    """The `tables` fixture with a small synthetic day of trades ingested."""
+@pytest.fixture(scope="module")
+def ingested_day(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small synthetic day of trades ingested once, into a namespace of its own; returns
+    its trades table."""
     from rollup.adapters.synthetic import synthetic_trades, write_trades_parquet
     from rollup.ingestion.batch import ingest_file
+    from rollup.storage.tables import Tables
 
-    files = write_trades_parquet(synthetic_trades(3_000, symbols=2), tmp_path / "trades",
-                                 rows_per_file=3_000)
+    tables = Tables(spark, "rollup", f"fl_{uuid.uuid4().hex[:8]}")
+    tables.create_all()
+    files = write_trades_parquet(synthetic_trades(3_000, symbols=2),
+                                 tmp_path_factory.mktemp("flow_trades"), rows_per_file=3_000)
     for file in files:
         ingest_file(tables, file)
+    return tables.trades
+
+
+@pytest.fixture
+def loaded(tables: Any, ingested_day: str) -> Any:
+    """The `tables` fixture holding that day of ingested trades (copied in one append)."""
+    tables.spark.table(ingested_day).writeTo(tables.trades).append()
     return tables
 
 

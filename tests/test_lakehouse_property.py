@@ -327,30 +327,26 @@ def test_b_compacting_bars_1m_while_coarser_levels_lag(fresh, tmp_path) -> None:
     assert_exact_and_checked(fresh)
 
 
-def _corrections_setup(tables: Tables, tmp_path: Path) -> None:
-    ingest(tables, hourly_rows(BASE - 2 * DAY, 30), tmp_path)
-    run_cascade(tables)
-    assert_matches_oracle(tables)
+def test_c_corrections_of_trades_reach_every_level(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One warehouse through three corrections in turn, each checked on its own: a DELETE
+    (c1), an UPDATE of price (c2), UPDATEs moving ts to another day and back by hours (c3)."""
+    ingest(fresh, hourly_rows(BASE - 2 * DAY, 30), tmp_path)
+    run_cascade(fresh)
+    assert_matches_oracle(fresh)
 
-
-def test_c1_delete_of_trades_reaches_every_level(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _corrections_setup(fresh, tmp_path)
+    # c1: a DELETE of trades reaches every level
     fresh.spark.sql(f"DELETE FROM {fresh.trades} WHERE symbol = 'ETH' AND "  # noqa: S608
                     "(trade_id % 4 = 1 OR trade_id BETWEEN 20 AND 35)")
     run_cascade(fresh)
     assert_exact_and_checked(fresh)
 
-
-def test_c2_update_of_price_reaches_every_level(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _corrections_setup(fresh, tmp_path)
+    # c2: an UPDATE of price reaches every level (BTC: untouched by c1's DELETE)
     fresh.spark.sql(f"UPDATE {fresh.trades} SET price = price * 2 "  # noqa: S608
                     "WHERE symbol = 'BTC' AND trade_id % 3 = 0")
     run_cascade(fresh)
     assert_exact_and_checked(fresh)
 
-
-def test_c3_update_moving_ts_to_another_day_is_counted_once(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _corrections_setup(fresh, tmp_path)
+    # c3: an UPDATE moving ts to another day is counted once
     fresh.spark.sql(f"UPDATE {fresh.trades} SET ts = ts + INTERVAL 26 HOURS "  # noqa: S608
                     "WHERE symbol = 'BTC' AND trade_id BETWEEN 5 AND 12")
     run_cascade(fresh)

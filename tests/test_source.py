@@ -23,9 +23,9 @@ def micros(ts: datetime) -> int:
     return (ts - EPOCH) // timedelta(microseconds=1)
 
 
-def seed_source(spark, namespace, tmp_path) -> tuple[str, Tables]:  # type: ignore[no-untyped-def]
+def seed_source(spark, namespace, tmp_path, dag=None) -> tuple[str, Tables]:  # type: ignore[no-untyped-def]
     """The seed design's raw_trades table (BIGINT microseconds, other column names, dedupe)
-    and rollup's tables reading it."""
+    and rollup's tables reading it (of `dag`, else of the configured DAG)."""
     raw = f"rollup.{namespace}.raw_trades"
     spark.sql(f"CREATE TABLE {raw} (venue STRING, pair STRING, id BIGINT, `timestamp` BIGINT, "
               f"px DECIMAL(18,8), size DECIMAL(20,8)) USING iceberg")
@@ -35,7 +35,7 @@ def seed_source(spark, namespace, tmp_path) -> tuple[str, Tables]:  # type: igno
         'dedupe = true\n[source.columns]\nexchange = "venue"\nsymbol = "pair"\n'
         'trade_id = "id"\nts = "timestamp"\nprice = "px"\nquantity = "size"\n')
     settings = load_settings(config)
-    tables = Tables(spark, "rollup", namespace, settings.dag, source=settings.source)
+    tables = Tables(spark, "rollup", namespace, dag or settings.dag, source=settings.source)
     tables.create_all()
     return raw, tables
 

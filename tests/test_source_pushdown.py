@@ -58,8 +58,7 @@ def assert_oracle(tables: Tables, rows: Iterable[Row]) -> None:
 def seed(spark: Any, namespace: str, tmp_path: Any) -> tuple[str, Tables]:
     """The seed design's raw_trades table (`tests.test_source.seed_source`: BIGINT
     microseconds, other column names, dedupe) and rollup's tables of DAG reading it."""
-    raw, standard = seed_source(spark, namespace, tmp_path)
-    return raw, Tables(spark, "rollup", namespace, DAG, source=standard.source)
+    return seed_source(spark, namespace, tmp_path, dag=DAG)  # no tables of other levels
 
 
 def append(spark: Any, raw: str, rows: list[Row]) -> None:
