@@ -148,6 +148,8 @@ SLOW_FILES = {  # seconds on a quiet 2-core machine, rounded (a full run's --dur
     "tests/test_lean_sessions.py": 40, "tests/test_rich_bars.py": 40,
     "tests/test_retention.py": 40, "tests/test_calendar_retention.py": 35,
     "tests/test_lean_spark.py": 40,  # the pure-Python oracle of 157,822 LEAN ticks
+    "tests/test_realtime.py": 80, "tests/test_follow_lag.py": 70,  # estimates (loaded runs)
+    "tests/test_ingest_watch.py": 70, "tests/test_handoff.py": 50,
 }
 """Files whose cost the markers understate; every other file is estimated from its markers."""
 
