@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from rollup.benchmarks.common import (
     fresh_tables,
     write_history,
 )
+from rollup.benchmarks.exactness import differences, duckdb_bars, stored_bars
 from rollup.benchmarks.writer import Committed, local_warehouse
 from rollup.errors import ConfigError, RollupError
 
@@ -150,48 +150,6 @@ def commit_lags(commits: Sequence[Committed], cycles: Sequence[tuple[Cycle, date
 
 # -- the independent check -----------------------------------------------------------------
 
-_ORACLE_SQL = """
-WITH t AS (
-  SELECT exchange, symbol, ts, trade_id, price, quantity,
-         epoch_us(ts) - epoch_us(ts) % $width AS start_us
-  FROM read_parquet($files, union_by_name = true)
-)
-SELECT t.exchange, t.symbol, t.start_us,
-       arg_min(price, (ts, trade_id)) AS open, max(price) AS high, min(price) AS low,
-       arg_max(price, (ts, trade_id)) AS close,
-       sum(CAST(quantity AS DECIMAL(38,8))) AS volume,
-       sum(CAST(price AS DECIMAL(38,8)) * CAST(quantity AS DECIMAL(38,8))) AS quote_volume,
-       count(*) AS trade_count
-FROM t JOIN oracle_keys k
-  ON t.exchange = k.exchange AND t.symbol = k.symbol AND t.start_us = k.start_us
-GROUP BY t.exchange, t.symbol, t.start_us
-"""
-"""Exact bars of the keyed UTC windows of `$width` microseconds, in DuckDB, straight from the
-trades' Parquet files (DuckDB runs in UTC)."""
-
-Key = tuple[str, str, int]
-
-
-def _oracle(con: Any, files: Sequence[Path], keys: set[Key], width_us: int
-            ) -> dict[Key, tuple[Any, ...]]:
-    import pyarrow as pa
-
-    from rollup.specs.bar import vwap_of
-
-    ordered = sorted(keys)
-    frame = pa.table({"exchange": [k[0] for k in ordered], "symbol": [k[1] for k in ordered],
-                      "start_us": pa.array([k[2] for k in ordered], pa.int64())})
-    con.register("oracle_keys", frame)
-    try:
-        rows = con.execute(_ORACLE_SQL, {"files": [str(f) for f in files],
-                                         "width": width_us}).fetchall()
-    finally:
-        con.unregister("oracle_keys")
-    return {(ex, sym, int(start)): (o, h, lo, c, Decimal(vol), Decimal(quote), int(count),
-                                    int(start) + width_us, vwap_of(quote, vol))
-            for ex, sym, start, o, h, lo, c, vol, quote, count in rows}
-
-
 def check_exact(tables: Tables, files: Sequence[Path], written: Sequence[Path], *,
                 threads: int = 2) -> tuple[bool, dict[str, int], list[str]]:
     """Compare, at every level of `LEVEL_SECONDS` in the DAG, the stored bars of every window
@@ -199,8 +157,6 @@ def check_exact(tables: Tables, files: Sequence[Path], written: Sequence[Path], 
     bars checked per level, differences)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from rollup.benchmarks.scattered import _differences, _stored
 
     batches = [pq.read_table(p, columns=["exchange", "symbol", "ts"]) for p in written]
     touched = {(e, s, t) for b in batches for e, s, t in zip(
@@ -213,8 +169,8 @@ def check_exact(tables: Tables, files: Sequence[Path], written: Sequence[Path], 
         for level in (lv.name for lv in tables.dag.order() if lv.name in LEVEL_SECONDS):
             width = LEVEL_SECONDS[level] * 1_000_000
             keys = {(e, s, t - t % width) for e, s, t in touched}
-            want = _oracle(con, files, keys, width)
-            problems += _differences(level, want, _stored(tables, level, keys))
+            want = duckdb_bars(con, files, keys, width)
+            problems += differences(level, want, stored_bars(tables, level, keys))
             problems += [f"{level} {k}: no trades found by DuckDB"
                          for k in sorted(keys - set(want))]
             checked[level] = len(keys)

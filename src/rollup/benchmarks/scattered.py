@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +37,8 @@ from rollup.benchmarks.common import (
     duckdb_connection,
     timing_row,
 )
+from rollup.benchmarks.exactness import differences, duckdb_bars, stored_bars
 from rollup.benchmarks.incremental import cycle_trades, run_into
-from rollup.specs.bar import COMBINED_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -231,80 +230,6 @@ def _write(table: pa.Table, path: Path) -> Path:
 # -- the independent check -----------------------------------------------------------------
 
 
-_ORACLE_SQL = """
-WITH t AS (
-  SELECT exchange, symbol, ts, trade_id, price, quantity,
-         epoch_us(date_trunc('{unit}', ts)) AS start_us
-  FROM read_parquet($files)
-)
-SELECT t.exchange, t.symbol, t.start_us,
-       arg_min(price, (ts, trade_id)) AS open, max(price) AS high, min(price) AS low,
-       arg_max(price, (ts, trade_id)) AS close,
-       sum(CAST(quantity AS DECIMAL(38,8))) AS volume,
-       sum(CAST(price AS DECIMAL(38,8)) * CAST(quantity AS DECIMAL(38,8))) AS quote_volume,
-       count(*) AS trade_count
-FROM t JOIN oracle_keys k
-  ON t.exchange = k.exchange AND t.symbol = k.symbol AND t.start_us = k.start_us
-GROUP BY t.exchange, t.symbol, t.start_us
-"""
-"""Exact bars of the keyed windows, in DuckDB straight from the trades' Parquet files.
-`{unit}` is 'minute' or 'day' (a constant of this module); DuckDB runs in UTC."""
-
-Row = tuple[Any, ...]  # open .. trade_count, end micros, vwap (keyed by exchange, symbol, start)
-
-
-def _oracle(con: Any, files: Sequence[Path], keys: set[tuple[str, str, int]], unit: str,
-            width_us: int) -> dict[tuple[str, str, int], Row]:
-    import pyarrow as pa
-
-    from rollup.specs.bar import vwap_of
-
-    ordered = sorted(keys)
-    frame = pa.table({"exchange": [k[0] for k in ordered], "symbol": [k[1] for k in ordered],
-                      "start_us": pa.array([k[2] for k in ordered], pa.int64())})
-    con.register("oracle_keys", frame)
-    try:
-        sql = _ORACLE_SQL.replace("{unit}", {"minute": "minute", "day": "day"}[unit])
-        rows = con.execute(sql, {"files": [str(f) for f in files]}).fetchall()
-    finally:
-        con.unregister("oracle_keys")
-    out = {}
-    for ex, sym, start, o, h, lo, c, vol, quote, count in rows:
-        out[(ex, sym, int(start))] = (o, h, lo, c, Decimal(vol), Decimal(quote), int(count),
-                                      int(start) + width_us, vwap_of(quote, vol))
-    return out
-
-
-def _stored(tables: Tables, level: str, keys: set[tuple[str, str, int]]
-            ) -> dict[tuple[str, str, int], Row]:
-    from pyspark.sql import functions as F
-
-    spark = tables.spark
-    wanted = spark.createDataFrame(sorted(keys), "exchange STRING, symbol STRING, start_us BIGINT")
-    days = sorted({(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=k[2])).date()
-                   for k in keys})
-    bars = (tables.read_bars(level).where(F.col("window_date").isin(days))
-            .withColumn("start_us", F.unix_micros("window_start"))
-            .join(F.broadcast(wanted), ["exchange", "symbol", "start_us"], "left_semi")
-            .select("exchange", "symbol", "start_us", *COMBINED_COLUMNS,
-                    F.unix_micros("window_end").alias("end_us"), "vwap"))
-    return {(r.exchange, r.symbol, int(r.start_us)):
-            (r.open, r.high, r.low, r.close, r.volume, r.quote_volume, int(r.trade_count),
-             int(r.end_us), r.vwap) for r in bars.collect()}
-
-
-def _differences(level: str, expected: dict[tuple[str, str, int], Row],
-                 actual: dict[tuple[str, str, int], Row]) -> list[str]:
-    out = []
-    for key in sorted(set(expected) | set(actual)):
-        want, got = expected.get(key), actual.get(key)
-        if want != got:
-            at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=key[2])
-            out.append(f"{level} {key[0]}/{key[1]}@{at:%Y-%m-%dT%H:%M}: "
-                       f"expected {want}, stored {got}")
-    return out
-
-
 def check_exact(
     tables: Tables, files: Sequence[Path], late: pa.Table, *, sample: int = SAMPLE_1M,
     threads: int = 2, seed: int = 17,
@@ -324,12 +249,12 @@ def check_exact(
     day_keys = {(e, s, t - t % _US_PER_DAY) for e, s, t in touched}
     con = duckdb_connection(threads)
     try:
-        want_1m = _oracle(con, files, minute_keys, "minute", _US_PER_MINUTE)
-        want_1d = _oracle(con, files, day_keys, "day", _US_PER_DAY)
+        want_1m = duckdb_bars(con, files, minute_keys, _US_PER_MINUTE)
+        want_1d = duckdb_bars(con, files, day_keys, _US_PER_DAY)
     finally:
         con.close()
-    problems = _differences("1m", want_1m, _stored(tables, "1m", minute_keys))
-    problems += _differences("1d", want_1d, _stored(tables, "1d", day_keys))
+    problems = differences("1m", want_1m, stored_bars(tables, "1m", minute_keys))
+    problems += differences("1d", want_1d, stored_bars(tables, "1d", day_keys))
     # every sampled key has a trade, so a missing oracle row is a problem too
     problems += [f"1m {k}: no trades found by DuckDB" for k in sorted(minute_keys - set(want_1m))]
     return not problems, len(minute_keys), len(day_keys), problems
