@@ -259,10 +259,10 @@ _KEY_SCHEMA = StructType([StructField("exchange", StringType()),
                           StructField("symbol", StringType()), StructField("micros", LongType())])
 
 
-def _touched(spark: SparkSession, keys: Sequence[tuple[str, str, int]],
-             horizon: datetime | None) -> Touched:
-    """Touched windows from keys (exchange, symbol, window_start micros) on the driver, those
-    before `horizon` counted as skipped."""
+def touched_keys(spark: SparkSession, keys: Sequence[tuple[str, str, int]],
+                 horizon: datetime | None = None) -> Touched:
+    """Touched windows from keys (exchange, symbol, window_start micros) held on the driver,
+    those before `horizon` counted as skipped (no Spark job: a local relation)."""
     limit = to_micros(horizon) if horizon is not None else None
     skipped = sorted(k for k in keys if limit is not None and k[2] < limit)
     kept = [k for k in keys if limit is None or k[2] >= limit]
@@ -280,7 +280,7 @@ def collect_keys(keys: DataFrame, horizon: datetime | None = None) -> Touched:
                             F.unix_micros("window_start").alias("micros"))
     collected = as_micros.limit(LOCAL_KEYS + 1).collect()
     if len(collected) <= LOCAL_KEYS:
-        return _touched(keys.sparkSession,
+        return touched_keys(keys.sparkSession,
                         [(r.exchange, r.symbol, int(r.micros)) for r in collected], horizon)
     limit = to_micros(horizon) if horizon is not None else None
     local = as_micros.localCheckpoint()
@@ -324,4 +324,4 @@ def touched_from_handoff(tables: Tables, level: Level, handoff: Handoff,
     """The level's windows holding the parent bars a handoff lists (no Spark job)."""
     tf = level.timeframe
     keys = sorted({(e, s, tf.floor_micros(m)) for e, s, m in handoff.keys})
-    return _touched(tables.spark, keys, horizon)
+    return touched_keys(tables.spark, keys, horizon)

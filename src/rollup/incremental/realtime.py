@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 
 from rollup.errors import ConcurrentRunError
 from rollup.incremental import retention
-from rollup.incremental.changes import LOCAL_KEYS, Touched, collect_keys
+from rollup.incremental.changes import LOCAL_KEYS, Touched, collect_keys, touched_keys
 from rollup.incremental.planning import LevelPlan, plan_level
 from rollup.specs.bar import BAR_COLUMNS, KEY_COLUMNS, LINEAGE_COLUMNS
 from rollup.specs.times import TimeRange, from_micros, to_micros
@@ -211,9 +211,10 @@ def _touched(tables: Tables, plan: LevelPlan, below: RealtimeLevel | None,
 
 def _keys_frame(tables: Tables, keys: Iterable[Key]) -> DataFrame:
     """Window keys as a small DataFrame (exchange, symbol, window_start)."""
-    rows = [(e, s, to_micros(start)) for e, s, start in sorted(keys)]
-    frame = tables.spark.createDataFrame(rows, "exchange STRING, symbol STRING, micros BIGINT")
-    return frame.select("exchange", "symbol", F.timestamp_micros("micros").alias("window_start"))
+    frame = touched_keys(tables.spark, [(e, s, to_micros(start)) for e, s, start in sorted(keys)]
+                         ).keys
+    assert frame is not None
+    return frame
 
 
 def covering_keys(keys: DataFrame, tf: Timeframe) -> DataFrame:
